@@ -1,0 +1,35 @@
+"""The one error type for bad user input, and how a command line reports it."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class InputError(ValueError):
+    """Bad user input: names the file, the key or line, and what is wrong and what is allowed.
+
+    Its message is the one line a command prints (after ``error: ``) before it exits with code 2.
+    """
+
+    def __init__(self, file: object, key: object, message: str) -> None:
+        self.file, self.key, self.message = str(file), str(key), message
+        super().__init__(f"{self.file}: {self.key}: {message}")
+
+
+def exit_on_input_error(main: Callable[..., T]) -> Callable[..., T]:
+    """Wrap a CLI entry point: an InputError becomes one line on stderr and exit code 2."""
+
+    @wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except InputError as err:
+            sys.stderr.write(f"error: {err}\n")
+            sys.exit(2)
+
+    return wrapper
