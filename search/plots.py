@@ -1,0 +1,238 @@
+"""The report's figures (matplotlib, Agg, PNG): accuracy and losses against step, accuracy against each
+searched parameter, seeds per curriculum, and spectrum coverage against token accuracy.
+
+Each ``*_figure`` function takes the report's frames and returns a Figure, or None when the experiment
+has nothing to draw (no history yet, nothing searched, no replicates); ``write_all`` saves those that exist.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+
+from model import names  # noqa: E402
+from model.curriculum import AUX_LOSSES  # noqa: E402
+
+from . import columns as C  # noqa: E402
+
+if TYPE_CHECKING:
+    from .results import Experiment
+
+# The seeds' measurements (seed 000): token accuracy -> spectrum coverage (low, high), as fractions.
+SEED_COVERAGE = [
+    (0.25, 0.007, 0.007, "25% -> 0.7%"),
+    (0.48, 0.021, 0.021, "48% -> 2.1%"),
+    (0.60, 0.08, 0.12, "60% -> 8-12%"),
+    (0.65, 0.15, 0.20, "65% -> 15-20%"),
+    (0.70, 0.25, 0.30, "70% -> 25-30%"),
+    (1.00, 0.60, 0.64, "100% -> 60-64%"),
+]
+INTRO_MARKERS = {"spectrum": "^", "precursor": "s"}
+LOSS_PANELS = [(names.VAL_CE, "val CE loss"), (names.VAL_SPECTRUM, "val spectrum loss"),
+               (names.VAL_PRECURSOR, "val precursor loss"), (names.TRAIN_CE, "train CE loss")]
+STYLE_BY_STATUS = {"completed": "-", "diverged": ":", "errored": ":"}  # stopped short: dashed
+DPI = 110
+
+
+class Plot(NamedTuple):
+    name: str  # file name in plots/
+    title: str
+    caption: str
+    path: Path
+
+
+def write_all(exp: Experiment, plot_dir: Path, top: int = 8) -> list[Plot]:
+    """Save every figure the experiment can show as ``plot_dir/<name>.png``; return them in report order."""
+    made = [
+        ("accuracy_vs_step", "Validation token accuracy", accuracy_vs_step_figure(exp, top),
+         f"Top {top} curricula by rank; seeds of one curriculum share a colour. Markers: ^ spectrum loss "
+         "intro, \u25a0 precursor loss intro. Dashed: stopped early or unfinished; dotted: diverged or errored."),
+        ("losses_vs_step", "Loss components", losses_vs_step_figure(exp, min(top, 5)),
+         f"Validation CE, spectrum and precursor losses and training CE of the top {min(top, 5)} curricula."),
+        ("accuracy_by_curriculum", "Final accuracy per curriculum", accuracy_by_group_figure(exp),
+         "Each dot a completed seed; bars: mean and 95% confidence interval (t distribution)."),
+        ("accuracy_vs_params", "Final accuracy against each searched parameter", accuracy_vs_params_figure(exp),
+         "Filled: completed (final accuracy); hollow: stopped early (accuracy where it stopped); "
+         "x: diverged or errored."),
+        ("coverage_vs_accuracy", "Spectrum coverage against token accuracy", coverage_figure(exp),
+         "Every evaluation of every trial; black bars: the seeds' measurements."),
+    ]
+    plots = []
+    for name, title, fig, caption in made:
+        if fig is None:
+            continue
+        path = plot_dir / f"{name}.png"
+        fig.savefig(path, dpi=DPI)
+        plt.close(fig)
+        plots.append(Plot(name, title, caption, path))
+    return plots
+
+
+def top_labels(trials: pd.DataFrame, top: int) -> list[str]:
+    """The ``top`` best curriculum labels, by the best rank among their trials."""
+    return list(dict.fromkeys(trials.sort_values(C.RANK)[C.LABEL]))[:top]
+
+
+def accuracy_vs_step_figure(exp: Experiment, top: int) -> Figure | None:
+    h = exp.history
+    if names.VAL_ACCURACY not in h or h[names.VAL_ACCURACY].notna().sum() == 0:
+        return None
+    fig, ax = plt.subplots(figsize=(10, 5.5), layout="constrained")
+    for color, label, trials in _top_groups(exp, top):
+        for i, (_, trial) in enumerate(trials.iterrows()):
+            curve = _curve(h, trial[C.TRIAL_ID], names.VAL_ACCURACY)
+            if curve.empty:
+                continue
+            seeds = f" ({len(trials)} seeds)" if len(trials) > 1 else ""
+            ax.plot(curve.index, 100 * curve.values, color=color, lw=1.6, alpha=0.9,
+                    ls=STYLE_BY_STATUS.get(trial[C.STATUS], "--"), label=f"{label}{seeds}" if i == 0 else None)
+            if trial[C.STATUS] in ("diverged", "errored"):
+                ax.plot(curve.index[-1], 100 * curve.values[-1], "x", color=color, ms=9, mew=2)
+            for loss in AUX_LOSSES:
+                at = trial.get(C.INTRO_AT[loss])
+                if at is not None and math.isfinite(at) and curve.index[0] <= at <= curve.index[-1]:
+                    y = np.interp(at, curve.index, curve.values)
+                    ax.plot(at, 100 * y, INTRO_MARKERS[loss], color=color, ms=8, mec="black", mew=0.8)
+    ax.set(xlabel="step", ylabel="val token accuracy (%)", title="Validation token accuracy")
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    handles += [Line2D([], [], marker=m, ls="", color="grey", mec="black", label=f"{loss} intro")
+                for loss, m in INTRO_MARKERS.items()]
+    ax.legend(handles=handles, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return fig
+
+
+def losses_vs_step_figure(exp: Experiment, top: int) -> Figure | None:
+    h = exp.history
+    panels = [(m, t) for m, t in LOSS_PANELS if m in h and h[m].notna().any()]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 1.5, 3.6), layout="constrained",
+                             squeeze=False)
+    for ax, (metric, title) in zip(axes[0], panels):
+        for color, label, trials in _top_groups(exp, top):
+            for i, (_, trial) in enumerate(trials.iterrows()):
+                curve = _curve(h, trial[C.TRIAL_ID], metric)
+                if not curve.empty:
+                    ax.plot(curve.index, curve.values, color=color, lw=1.3,
+                            ls=STYLE_BY_STATUS.get(trial[C.STATUS], "--"), label=label if i == 0 else None)
+        ax.set(xlabel="step", title=title)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="outside right center", frameon=False)
+    return fig
+
+
+def accuracy_by_group_figure(exp: Experiment) -> Figure | None:
+    if not exp.replicated:
+        return None
+    groups = exp.groups()
+    done = exp.completed()
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(groups) + 2), 4.2), layout="constrained")
+    rng = np.random.default_rng(0)  # jitter only
+    for x, (_, g) in enumerate(groups.iterrows()):
+        values = done.loc[done[C.LABEL] == g[C.GROUP], C.FINAL_ACC].dropna()
+        ax.plot(x + rng.uniform(-0.12, 0.12, len(values)), 100 * values, "o", color="tab:blue", alpha=0.7)
+        if g[C.GROUP_SEEDS] >= 1:
+            low = g["ci_low"] if math.isfinite(g["ci_low"]) else g["mean"]
+            high = g["ci_high"] if math.isfinite(g["ci_high"]) else g["mean"]
+            ax.errorbar(x + 0.25, 100 * g["mean"], yerr=[[100 * (g["mean"] - low)], [100 * (high - g["mean"])]],
+                        fmt="D", color="black", capsize=5, ms=5)
+    ax.set_xticks(range(len(groups)), [f"{g}\n(n={n})" for g, n in zip(groups[C.GROUP], groups[C.GROUP_SEEDS])])
+    ax.set(ylabel="final val token accuracy (%)", title="Final accuracy per curriculum: seeds, mean and 95% CI")
+    ax.grid(alpha=0.3, axis="y")
+    return fig
+
+
+def accuracy_vs_params_figure(exp: Experiment) -> Figure | None:
+    params = [p for p in exp.searched if p in exp.trials.columns and exp.trials[p].notna().any()]
+    if not params:
+        return None
+    t = exp.trials
+    ncols = min(3, len(params))
+    nrows = math.ceil(len(params) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), layout="constrained",
+                             squeeze=False)
+    kinds = [("completed", t[C.STATUS] == "completed", dict(marker="o", color="tab:blue", ls="")),
+             ("stopped early", t[C.STATUS].isin(["stopped", "running", "interrupted", "pending"]),
+              dict(marker="o", mfc="none", color="tab:grey", ls="")),
+             ("diverged / errored", t[C.STATUS].isin(["diverged", "errored"]),
+              dict(marker="x", color="tab:red", ls="", mew=2))]
+    for ax, param in zip(axes.flat, params):
+        x, ticks = _axis_values(t[param])
+        for kind, mask, style in kinds:
+            y = t.loc[mask, C.FINAL_ACC].fillna(0.0)  # a trial with no accuracy sits on the floor
+            ax.plot(x[mask.to_numpy()], 100 * y, label=kind, ms=7, **style)
+        if ticks is not None:
+            ax.set_xticks(range(len(ticks)), ticks, rotation=20)
+        elif _log_scale(t[param]):
+            ax.set_xscale("log")
+        ax.set(xlabel=param, ylabel="final val token accuracy (%)")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(params):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    return fig
+
+
+def coverage_figure(exp: Experiment) -> Figure | None:
+    h = exp.history
+    if names.VAL_COVERAGE not in h or names.VAL_ACCURACY not in h:
+        return None
+    points = h[[names.VAL_ACCURACY, names.VAL_COVERAGE]].dropna()
+    if points.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), layout="constrained")
+    ax.plot(100 * points[names.VAL_ACCURACY], 100 * points[names.VAL_COVERAGE], ".", alpha=0.4,
+            color="tab:blue", label="evaluations (this search)")
+    for i, (acc, low, high, text) in enumerate(SEED_COVERAGE):
+        mid = (low + high) / 2
+        ax.errorbar(100 * acc, 100 * mid, yerr=[[100 * (mid - low)], [100 * (high - mid)]], fmt="s",
+                    color="black", capsize=4, ms=5, label="seeds' measurements" if i == 0 else None)
+        ax.annotate(text, (100 * acc, 100 * mid), textcoords="offset points", xytext=(6, -10), fontsize=7)
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.set(xlabel="val token accuracy (%)", ylabel="val spectrum coverage (%)", xlim=(0, 105), ylim=(0, 100),
+           title="Spectrum coverage against token accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    return fig
+
+
+def _top_groups(exp: Experiment, top: int):
+    """(colour, label, that label's trials in rank order) for the ``top`` best labels."""
+    colors = plt.get_cmap("tab10").colors
+    t = exp.trials.sort_values(C.RANK)
+    for i, label in enumerate(top_labels(t, top)):
+        yield colors[i % len(colors)], label, t[t[C.LABEL] == label]
+
+
+def _curve(h: pd.DataFrame, trial_id: str, metric: str) -> pd.Series:
+    if metric not in h:
+        return pd.Series(dtype=float)
+    part = h.loc[h[C.TRIAL_ID] == trial_id, [names.STEP, metric]].dropna()
+    return pd.Series(part[metric].to_numpy(float), index=part[names.STEP].to_numpy(float))
+
+
+def _axis_values(values: pd.Series) -> tuple[np.ndarray, list[str] | None]:
+    """Numeric values as they are; anything else as categories at 0, 1, 2, ... with tick labels."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    if numeric.notna().sum() == values.notna().sum():
+        return numeric.to_numpy(float), None
+    cats = sorted({str(v) for v in values.dropna()})
+    return np.array([cats.index(str(v)) if pd.notna(v) else np.nan for v in values], float), cats
+
+
+def _log_scale(values: pd.Series) -> bool:
+    x = pd.to_numeric(values, errors="coerce").dropna()
+    return bool(len(x)) and bool((x > 0).all()) and x.max() / x.min() >= 100

@@ -1,0 +1,231 @@
+"""The report as text: the terminal summary, ``ranking.md`` and the self-contained ``report.html``.
+
+Tables are formatted here for people (accuracies as percentages, empty for a missing value); the CSV
+and parquet files keep the raw numbers.
+"""
+
+from __future__ import annotations
+
+import base64
+import html as html_lib
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from . import columns as C
+from .ranking import RANKING_RULE
+
+if TYPE_CHECKING:
+    from .plots import Plot
+    from .results import Experiment
+
+HEADERS = {
+    C.RANK: "rank", C.LABEL: "curriculum", C.STATUS_DETAIL: "status", C.FINAL_ACC: "final acc",
+    C.BEST_ACC: "best acc", C.EASY_ACC: "easy acc", C.PEPTIDE_RECALL: "peptide recall", C.NAN_COUNT: "NaNs",
+    C.SPIKE_COUNT: "spikes", C.STEPS_TO_90: "steps to 90%", C.FINAL_CE: "CE", C.FINAL_SPECTRUM: "spectrum loss",
+    C.FINAL_PRECURSOR: "precursor loss", C.GRAD_RATIO_AT_INTRO["spectrum"]: "spectrum grad ratio",
+    C.GRAD_COSINE_AT_INTRO["spectrum"]: "spectrum grad cos", C.GRAD_RATIO_AT_INTRO["precursor"]: "precursor grad ratio",
+    C.GRAD_COSINE_AT_INTRO["precursor"]: "precursor grad cos", C.STEPS: "steps", C.WALL_H: "wall h",
+    C.DEVICE_H: "device h", C.FAMILY: "family", C.SEED: "seed", C.REPLICATE: "replicate",
+    C.INTRO_AT["spectrum"]: "spectrum intro (measured)", C.INTRO_AT["precursor"]: "precursor intro (measured)",
+    C.GROUP: "curriculum", C.GROUP_SEEDS: "seeds", "mean": "mean acc", "std": "std", "ci_low": "95% CI low",
+    "ci_high": "95% CI high", C.GROUP_TRIALS: "trials", C.GROUP_STOPPED: "stopped/unfinished",
+    C.GROUP_FAILED: "diverged/errored",
+}
+RANKING_COLUMNS = [C.RANK, C.LABEL, C.STATUS_DETAIL, C.FINAL_ACC, C.BEST_ACC, C.EASY_ACC, C.PEPTIDE_RECALL,
+                   C.NAN_COUNT, C.SPIKE_COUNT, C.STEPS_TO_90, C.FINAL_CE, C.FINAL_SPECTRUM, C.FINAL_PRECURSOR,
+                   C.GRAD_RATIO_AT_INTRO["spectrum"], C.GRAD_COSINE_AT_INTRO["spectrum"],
+                   C.GRAD_RATIO_AT_INTRO["precursor"], C.GRAD_COSINE_AT_INTRO["precursor"],
+                   C.STEPS, C.WALL_H, C.DEVICE_H]
+TERMINAL_COLUMNS = [C.RANK, C.LABEL, C.STATUS_DETAIL, C.FINAL_ACC, C.BEST_ACC, C.NAN_COUNT, C.SPIKE_COUNT,
+                    C.STEPS_TO_90, C.STEPS]
+GROUP_COLUMNS = [C.GROUP, C.FAMILY, C.GROUP_SEEDS, "mean", "std", "ci_low", "ci_high", C.GROUP_TRIALS,
+                 C.GROUP_STOPPED, C.GROUP_FAILED, C.NAN_COUNT, C.SPIKE_COUNT]
+PERCENT = {*C.FRACTIONS, "mean", "std", "ci_low", "ci_high"}
+INTEGER = {C.RANK, C.NAN_COUNT, C.SPIKE_COUNT, C.STEPS_TO_90, C.STEPS, C.SEED, C.REPLICATE, C.GROUP_SEEDS,
+           C.GROUP_TRIALS, C.GROUP_STOPPED, C.GROUP_FAILED, *C.INTRO_AT.values()}
+
+
+def ranking_table(exp: Experiment, columns: Sequence[str] = RANKING_COLUMNS) -> pd.DataFrame:
+    """The ranking as strings, with readable headers; columns that are empty for every trial are dropped."""
+    return _format(exp.trials, [c for c in columns if c in exp.trials and _shown(exp.trials[c], c)])
+
+
+def parameter_table(exp: Experiment) -> pd.DataFrame:
+    """Curriculum and searched parameters per trial: searched first, then the rest alphabetically."""
+    t = exp.trials
+    dotted = [c for c in t.columns if "." in c and t[c].notna().any()]
+    ordered = [c for c in exp.searched if c in dotted] + sorted(c for c in dotted if c not in exp.searched)
+    lead = [c for c in (C.RANK, C.LABEL, C.FAMILY, C.SEED, C.REPLICATE) if c in t and t[c].notna().any()]
+    measured = [c for c in C.INTRO_AT.values() if c in t and t[c].notna().any()]
+    table = _format(t, lead + ordered + measured)
+    return table.rename(columns={c: f"{c} (searched)" for c in exp.searched if c in table.columns})
+
+
+def group_table(groups: pd.DataFrame) -> pd.DataFrame:
+    return _format(groups, [c for c in GROUP_COLUMNS if c in groups])
+
+
+def coverage_display(coverage: pd.DataFrame) -> pd.DataFrame:
+    if coverage.empty:
+        return coverage
+    out = pd.DataFrame({
+        "val token accuracy": [f"{100 * lo:.0f}-{100 * hi:.0f}%" for lo, hi in zip(coverage["low"], coverage["high"])],
+        "evaluations": coverage["n"].astype(int).astype(str),
+        "coverage mean": coverage["mean"].map(_pct), "coverage median": coverage["median"].map(_pct),
+        "coverage p10-p90": [f"{_pct(a)} - {_pct(b)}" if math.isfinite(a) else "" for a, b in
+                             zip(coverage["p10"], coverage["p90"])],
+        "seeds measured": coverage["seeds"],
+    })
+    return out
+
+
+def headline(exp: Experiment) -> str:
+    meta, t = exp.meta, exp.trials
+    counts = t[C.STATUS].value_counts() if len(t) else pd.Series(dtype=int)
+    by_status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: C.TIER.get(kv[0], 9)))
+    name = meta.get("name") or exp.path.name
+    status = meta.get("status", "unknown (no search.json)")
+    device_h = t[C.DEVICE_H].sum() if C.DEVICE_H in t else 0.0
+    return (f"Experiment {name}: {len(t)} trials ({by_status or 'none yet'}); search {status}; "
+            f"{t[C.STEPS].sum() if C.STEPS in t else 0:.0f} trainer steps, {device_h:.3g} device hours")
+
+
+def sentences(exp: Experiment) -> list[str]:
+    """The best curriculum against each other, in words; empty when no curriculum has replicates."""
+    if not exp.replicated:
+        return []
+    found = [c.sentence() for c in exp.comparisons()]
+    return found or ["Too few completed curricula to compare."]
+
+
+def text(exp: Experiment, groups: pd.DataFrame) -> str:
+    """What the command line prints: headline, ranking, rule, and groups and tests when replicated."""
+    parts = [headline(exp), "", _plain(ranking_table(exp, TERMINAL_COLUMNS)), "", RANKING_RULE]
+    if exp.replicated:
+        parts += ["", "Curricula over seeds (completed trials):", _plain(group_table(groups)), *sentences(exp)]
+    return "\n".join(parts) + "\n"
+
+
+def markdown(exp: Experiment, groups: pd.DataFrame, coverage: pd.DataFrame) -> str:
+    parts = [f"# {headline(exp)}", "", "## Ranking", "", _md(ranking_table(exp)), "", RANKING_RULE]
+    if exp.replicated:
+        parts += ["", "## Curricula over seeds", "", _md(group_table(groups)), "",
+                  *[f"- {s}" for s in sentences(exp)]]
+    parts += ["", "## Curriculum parameters", "", _md(parameter_table(exp))]
+    if not coverage.empty:
+        parts += ["", "## Spectrum coverage by token accuracy", "", _md(coverage_display(coverage))]
+    return "\n".join(parts) + "\n"
+
+
+def html(exp: Experiment, groups: pd.DataFrame, coverage: pd.DataFrame, plots: Sequence[Plot]) -> str:
+    """One page, no server needed: tables, and every plot embedded as a data URI and linked to its file."""
+    esc = html_lib.escape
+    body = [f"<h1>Curriculum search report: {esc(str(exp.meta.get('name') or exp.path.name))}</h1>",
+            f"<p class='meta'>{esc(headline(exp))}</p>", _meta_list(exp),
+            "<h2>Ranking</h2>", _html_table(ranking_table(exp)), f"<p class='rule'>{esc(RANKING_RULE)}</p>"]
+    if exp.replicated:
+        body += ["<h2>Curricula over seeds</h2>", _html_table(group_table(groups)),
+                 "<ul class='tests'>" + "".join(f"<li>{esc(s)}</li>" for s in sentences(exp)) + "</ul>"]
+    for plot in plots:
+        data = base64.b64encode(plot.path.read_bytes()).decode("ascii")
+        rel = f"plots/{plot.path.name}"
+        body.append(f"<figure><h2>{esc(plot.title)}</h2><img src='data:image/png;base64,{data}' "
+                    f"alt='{esc(plot.name)}' data-file='{rel}'><figcaption>{esc(plot.caption)} "
+                    f"<a href='{rel}'>{rel}</a></figcaption></figure>")
+    if not coverage.empty:
+        body += ["<h2>Spectrum coverage by token accuracy</h2>", _html_table(coverage_display(coverage))]
+    body += ["<h2>Curriculum parameters</h2>", _html_table(parameter_table(exp))]
+    errors = exp.trials[exp.trials[C.ERROR].notna()] if C.ERROR in exp.trials else exp.trials.iloc[:0]
+    if len(errors):
+        body += ["<h2>Errors</h2>", "<ul>" + "".join(
+            f"<li><b>{esc(str(r[C.LABEL]))}</b> ({esc(str(r[C.TRIAL_ID]))}): <pre>{esc(str(r[C.ERROR]))}</pre></li>"
+            for _, r in errors.iterrows()) + "</ul>"]
+    return PAGE.format(title=esc(str(exp.meta.get("name") or exp.path.name)), body="\n".join(body))
+
+
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}: curriculum search report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5em 2em; color: #222; max-width: 1400px; }}
+h1 {{ font-size: 1.5em; }} h2 {{ font-size: 1.15em; margin-top: 1.6em; }}
+.scroll {{ overflow-x: auto; }}
+table {{ border-collapse: collapse; font-size: 0.82em; }}
+th, td {{ border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap; }}
+th {{ background: #f0f0f0; }} td:nth-child(2), th:nth-child(2) {{ text-align: left; }}
+tr:nth-child(even) td {{ background: #fafafa; }}
+.rule, .meta, figcaption {{ color: #555; font-size: 0.9em; max-width: 70em; }}
+ul.tests li {{ font-weight: 600; }}
+img {{ max-width: 100%; border: 1px solid #eee; }}
+pre {{ white-space: pre-wrap; font-size: 0.8em; }}
+</style></head>
+<body>
+{body}
+</body></html>
+"""
+
+
+def _meta_list(exp: Experiment) -> str:
+    keys = ["space_file", "metric", "mode", "scheduler", "max_t", "grace_period", "reduction_factor",
+            "replicates", "resources", "searched", "started", "finished"]
+    items = [f"<b>{k}</b>: {html_lib.escape(str(exp.meta[k]))}" for k in keys if exp.meta.get(k) not in (None, "")]
+    return "<p class='meta'>" + " &middot; ".join(items) + "</p>" if items else ""
+
+
+def _format(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    out = pd.DataFrame(index=frame.index)
+    for column in columns:
+        out[HEADERS.get(column, column)] = frame[column].map(_formatter(column))
+    return out.reset_index(drop=True)
+
+
+def _formatter(column: str) -> Callable[[object], str]:
+    if column in PERCENT:
+        return _pct
+    if column in INTEGER:
+        return lambda v: "" if _missing(v) else f"{int(round(float(v)))}"
+    return _general
+
+
+def _pct(v: object) -> str:
+    return "" if _missing(v) else f"{100 * float(v):.1f}%"
+
+
+def _general(v: object) -> str:
+    if _missing(v):
+        return ""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    if float(v).is_integer() and abs(v) < 1e15:
+        return f"{int(v)}"
+    return f"{v:.3g}"
+
+
+def _missing(v: object) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA
+
+
+def _shown(values: pd.Series, column: str) -> bool:
+    return column in (C.RANK, C.LABEL, C.STATUS_DETAIL, C.FINAL_ACC) or values.notna().any()
+
+
+def _plain(table: pd.DataFrame) -> str:
+    return table.to_string(index=False) if len(table) else "(no trials)"
+
+
+def _md(table: pd.DataFrame) -> str:
+    if table.empty:
+        return "(none)"
+    cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(cell(c) for c in table.columns) + " |",
+             "|" + "|".join("---" for _ in table.columns) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _html_table(table: pd.DataFrame) -> str:
+    if table.empty:
+        return "<p>(none)</p>"
+    return "<div class='scroll'>" + table.to_html(index=False, escape=True, border=0) + "</div>"

@@ -1,0 +1,260 @@
+"""Read an experiment directory into frames: one row per trial and one per evaluation.
+
+Reads only what the search wrote (``search.json``, ``trials.json`` and Ray's trial directories with
+``params.json`` and ``result.json``): no running Ray, no checkpoints. Works mid-search and on an
+interrupted or partly errored experiment: a trial with no results yet is listed with empty metrics,
+a line cut short at the end of a ``result.json`` is skipped, and where ``trials.json`` is missing or
+stale the status is inferred from the results and the experiment's status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from model import names
+from model.curriculum import AUX_LOSSES, curriculum_from_dict
+from model.errors import InputError
+
+from . import columns as C
+from . import stats
+from .ranking import group_table, rank
+
+log = logging.getLogger(__name__)
+
+RAY_KEYS_KEPT = ("training_iteration", "time_total_s", "done")
+
+
+@dataclass
+class Experiment:
+    """Everything the report needs, read from one experiment directory."""
+
+    path: Path
+    meta: dict[str, Any]  # search.json (empty when missing)
+    trials: pd.DataFrame  # one row per trial, ranked (``rank`` 1 is the best)
+    history: pd.DataFrame  # one row per evaluation of every trial
+    searched: list[str] = field(default_factory=list)
+
+    @property
+    def replicated(self) -> bool:
+        """Whether some curriculum was run with more than one seed."""
+        return bool(len(self.trials)) and bool(self.trials[C.LABEL].duplicated().any())
+
+    def completed(self) -> pd.DataFrame:
+        return self.trials[self.trials[C.STATUS] == C.FINISHED_OK]
+
+    def groups(self) -> pd.DataFrame:
+        """Per curriculum label: seeds, mean, std and 95% CI of final accuracy over completed trials."""
+        return group_table(self.trials)
+
+    def comparisons(self) -> list[stats.Comparison]:
+        """The best curriculum against each other (Welch's t-test on completed seeds)."""
+        return stats.compare_groups(self.completed(), C.FINAL_ACC, C.LABEL)
+
+
+def load_experiment(experiment_dir: str | Path) -> Experiment:
+    path = Path(experiment_dir)
+    if not path.is_dir():
+        raise InputError(path, "experiment_dir", "no such directory; give an experiment directory of search.run")
+    trial_dirs = sorted(p for p in path.iterdir() if p.is_dir() and (p / "params.json").is_file())
+    meta_file = path / "search.json"
+    if not meta_file.is_file() and not trial_dirs:
+        raise InputError(path, "search.json", "not an experiment directory: no search.json and no trial "
+                                              "directories (with params.json) inside")
+    meta = _read_json(meta_file) if meta_file.is_file() else {}
+    entries = _read_json(path / "trials.json") if (path / "trials.json").is_file() else {}
+    by_dir = {Path(str(e.get("trial_dir", ""))).name: (tid, e) for tid, e in entries.items() if isinstance(e, dict)}
+    rows, histories, seen = [], [], set()
+    for trial_dir in trial_dirs:
+        tid, entry = by_dir.get(trial_dir.name, (None, None))
+        row, history = _read_trial(trial_dir, tid, entry, meta)
+        seen.add(row[C.TRIAL_ID])
+        rows.append(row)
+        histories.append(history)
+    for tid, entry in entries.items():  # known to trials.json but no directory yet (pending) or lost
+        if tid not in seen and isinstance(entry, dict):
+            row, _ = _read_trial(None, tid, entry, meta)
+            rows.append(row)
+    trials = rank(pd.DataFrame(rows)) if rows else pd.DataFrame(columns=[C.RANK, C.TRIAL_ID, C.LABEL, C.STATUS])
+    history = pd.concat([h for h in histories if len(h)], ignore_index=True) if any(len(h) for h in histories) \
+        else pd.DataFrame(columns=[C.TRIAL_ID, C.LABEL, names.STEP])
+    searched = [str(k) for k in meta.get("searched", []) or []]
+    return Experiment(path, meta, trials, history, searched)
+
+
+def _read_trial(trial_dir: Path | None, tid: str | None, entry: dict | None,
+                meta: dict) -> tuple[dict[str, Any], pd.DataFrame]:
+    config = _read_json(trial_dir / "params.json") if trial_dir else {}
+    results = _read_results(trial_dir / "result.json") if trial_dir else []
+    entry = entry or {}
+    tid = str(tid or (results[-1].get("trial_id") if results else None) or (trial_dir.name if trial_dir else "?"))
+    label = str(config.get("label") or entry.get("label") or tid)
+    history = _history(results, tid, label)
+    row: dict[str, Any] = {
+        C.TRIAL_ID: tid, C.LABEL: label, C.FAMILY: config.get("family"),
+        C.REPLICATE: config.get("replicate"), C.SEED: config.get("seed"),
+        C.TRIAL_DIR: trial_dir.name if trial_dir else entry.get("trial_dir"),
+    }
+    row.update(_parameters(config, trial_dir))
+    row.update(_metrics(history))
+    row.update(_intros(history, config, row))
+    status, stopped_at = _status(entry, results, meta, trial_dir)
+    last_step = row[C.STEPS]
+    row[C.REACHED_STEP] = stopped_at if stopped_at is not None else last_step
+    row[C.STATUS] = status
+    row[C.ERROR] = entry.get("error") or None
+    row[C.STATUS_DETAIL] = _detail(status, row[C.REACHED_STEP], row[C.ERROR], meta)
+    wall_s = _last(history, "time_total_s")
+    if not math.isfinite(wall_s):
+        wall_s = _last(history, names.ELAPSED_S)
+    resources = meta.get("resources") or {}
+    devices = float(resources.get("gpu") or 0) or float(resources.get("cpu") or 1)
+    row[C.WALL_H] = wall_s / 3600.0
+    row[C.DEVICE_H] = wall_s / 3600.0 * devices
+    return row, history
+
+
+def _read_results(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short by an interruption: skip it, keep the rest
+            log.warning("%s:%d: not a JSON line, skipped", path, number)
+    return [r for r in rows if isinstance(r, dict)]
+
+
+def _history(results: list[dict[str, Any]], tid: str, label: str) -> pd.DataFrame:
+    kept = []
+    for r in results:
+        row = {k: v for k, v in r.items() if ("/" in k or k in (names.STEP, names.ELAPSED_S, *RAY_KEYS_KEPT))
+               and (v is None or isinstance(v, (int, float, bool)))}
+        if names.STEP not in row and "training_iteration" in r:
+            row[names.STEP] = r["training_iteration"]
+        kept.append(row)
+    frame = pd.DataFrame(kept)
+    if frame.empty:
+        return frame
+    for column in frame.columns:
+        if "/" in column:  # every model.names metric uses -1 for "no value"
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").replace(names.MISSING, np.nan)
+    frame.insert(0, C.LABEL, label)
+    frame.insert(0, C.TRIAL_ID, tid)
+    return frame
+
+
+def _parameters(config: dict, trial_dir: Path | None) -> dict[str, Any]:
+    """Readable curriculum parameters (intro steps, weights, ramps, gates) and the searched values."""
+    out: dict[str, Any] = {}
+    raw = config.get("curriculum")
+    if isinstance(raw, dict):
+        try:
+            curriculum = curriculum_from_dict(raw, (trial_dir or Path("?")) / "params.json")
+        except InputError as err:
+            log.warning("unreadable curriculum in %s: %s", trial_dir, err)
+        else:
+            out.update({k: v for k, v in curriculum.params().items() if k != "curriculum"})
+            for loss in AUX_LOSSES:  # the stage form: the weight at the intro and at the end
+                intro = curriculum.intro_step(loss)
+                if getattr(curriculum, loss) is None and intro is not None:
+                    out[f"{loss}.start_weight"] = getattr(curriculum.at(intro), f"{loss}_weight")
+                    out[f"{loss}.final_weight"] = getattr(curriculum.at(curriculum.total_steps), f"{loss}_weight")
+    flat = config.get("params")
+    if isinstance(flat, dict):
+        out.update(flat)
+    return out
+
+
+def _metrics(h: pd.DataFrame) -> dict[str, Any]:
+    acc = h[names.VAL_ACCURACY] if names.VAL_ACCURACY in h else pd.Series(dtype=float)
+    best = acc.max() if acc.notna().any() else _last(h, names.BEST_VAL_ACCURACY)
+    return {
+        C.FINAL_ACC: _last(h, names.VAL_ACCURACY), C.BEST_ACC: best,
+        C.EASY_ACC: _last(h, names.VAL_EASY_ACCURACY), C.PEPTIDE_RECALL: _last(h, names.VAL_PEPTIDE_RECALL),
+        C.NAN_COUNT: _last(h, names.NAN_COUNT), C.SPIKE_COUNT: _last(h, names.SPIKE_COUNT),
+        C.STEPS_TO_90: _last(h, names.STEPS_TO_90), C.FINAL_CE: _last(h, names.VAL_CE),
+        C.FINAL_SPECTRUM: _last(h, names.VAL_SPECTRUM), C.FINAL_PRECURSOR: _last(h, names.VAL_PRECURSOR),
+        C.FINAL_COVERAGE: _last(h, names.VAL_COVERAGE),
+        C.STEPS: _last(h, names.STEP), C.EVALUATIONS: len(h),
+    }
+
+
+def _intros(h: pd.DataFrame, config: dict, row: dict) -> dict[str, Any]:
+    """Measured intro step of each auxiliary loss, and its gradient strength at the first evaluation after."""
+    out: dict[str, Any] = {}
+    for loss in AUX_LOSSES:
+        at = _last(h, names.INTRO_STEP_NAMES[loss])
+        planned = row.get(f"{loss}.intro_step")
+        if not math.isfinite(at) and isinstance(planned, (int, float)) and row.get(f"{loss}.intro_accuracy") is None:
+            steps = row.get(C.STEPS)
+            at = float(planned) if steps is not None and math.isfinite(steps) and planned <= steps else math.nan
+        out[C.INTRO_AT[loss]] = at
+        ratio_name, cosine_name = names.GRAD_NAMES[loss]
+        ratio = cosine = math.nan
+        if ratio_name in h and h[ratio_name].notna().any():
+            first = h[h[ratio_name].notna()].iloc[0]
+            ratio, cosine = float(first[ratio_name]), float(first.get(cosine_name, math.nan))
+        out[C.GRAD_RATIO_AT_INTRO[loss]] = ratio
+        out[C.GRAD_COSINE_AT_INTRO[loss]] = cosine
+    return out
+
+
+def _status(entry: dict, results: list[dict], meta: dict, trial_dir: Path | None) -> tuple[str, int | None]:
+    """The trial's status and where it stopped, from trials.json, else inferred from its results."""
+    status = entry.get("status")
+    stopped_at = entry.get("stopped_at_step")
+    if status == "reached_target":
+        status = "completed"
+    if status in ("completed", "stopped", "diverged", "errored"):
+        return status, stopped_at
+    # trials.json is missing, or says running/pending: trust the results and the experiment's status.
+    running = meta.get("status") == "running"
+    if trial_dir is not None and any((trial_dir / f).exists() for f in ("error.txt", "error.pkl")):
+        return "errored", stopped_at
+    if results and results[-1].get("done"):
+        return "completed", None
+    if running:
+        return ("running" if results else "pending"), stopped_at
+    if meta.get("status") == "finished":  # the search ended and this trial did not finish by itself
+        return ("stopped" if results else "errored"), stopped_at
+    return "interrupted", stopped_at
+
+
+def _detail(status: str, step: Any, error: str | None, meta: dict) -> str:
+    at = f" at step {int(step)}" if isinstance(step, (int, float)) and math.isfinite(step) else ""
+    if status == "stopped":
+        by = " by ASHA" if meta.get("scheduler", "asha") == "asha" else ""
+        return f"stopped{by}{at}"
+    if status in ("diverged", "interrupted"):
+        return f"{status}{at}"
+    if status == "running":
+        return f"running{at}"
+    if status == "errored" and error:
+        first = str(error).strip().splitlines()[-1] if str(error).strip() else ""
+        return f"errored: {first[:80]}"
+    return status
+
+
+def _last(h: pd.DataFrame, column: str) -> float:
+    if column not in h:
+        return math.nan
+    values = pd.to_numeric(h[column], errors="coerce").dropna()
+    return float(values.iloc[-1]) if len(values) else math.nan
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise InputError(path, f"line {err.lineno}", f"not valid JSON: {err.msg}") from None

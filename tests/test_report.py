@@ -1,0 +1,267 @@
+"""The report: loading an experiment directory, the ranking rule, replicate groups, the files it writes.
+
+Most tests build an experiment by hand in tmp_path with exactly the layout search.run writes
+(search.json, trials.json, Ray trial directories with params.json and result.json), from seeded curves;
+the end-to-end test at the bottom runs the real search.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from model import names
+from model.curriculum import load_curriculum
+from search import columns as C
+from search import report
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_T = 1000
+EVAL_EVERY = 100
+
+
+# --- a hand-made experiment ----------------------------------------------------------------------
+
+def write_experiment(exp: Path, trials: list[dict], *, status: str = "finished", searched=None,
+                     scheduler: str = "asha", trials_json: bool = True) -> dict[str, str]:
+    """Write the search's layout for ``trials`` (dicts of write_trial's keywords); returns label -> trial_id."""
+    exp.mkdir(parents=True, exist_ok=True)
+    meta = {"name": exp.name, "space_file": "spaces/test.yaml", "metric": names.VAL_ACCURACY, "mode": "max",
+            "searched": searched or [], "max_t": MAX_T, "scheduler": scheduler, "grace_period": 200,
+            "reduction_factor": 2, "replicates": 1, "resources": {"cpu": 1, "gpu": 0}, "status": status,
+            "started": "2026-01-01T00:00:00", "finished": None if status != "finished" else "2026-01-01T01:00:00"}
+    (exp / "search.json").write_text(json.dumps(meta))
+    entries, ids = {}, {}
+    for index, spec in enumerate(trials):
+        tid, entry = write_trial(exp, index, **spec)
+        entries[tid] = entry
+        ids[spec.get("key", spec["label"])] = tid
+    if trials_json:
+        (exp / "trials.json").write_text(json.dumps(entries))
+    return ids
+
+
+def write_trial(exp: Path, index: int, *, label: str, final: float, status: str = "completed",
+                family: str | None = None, seed: int | None = None, replicate: int = 0,
+                stop_at: int | None = None, nans: int = 0, spikes: int = 0, params: dict | None = None,
+                curriculum: str = "revised", results: bool = True, key: str | None = None,
+                error: str | None = None, tau: float = 250.0) -> tuple[str, dict]:
+    """One Ray trial directory with seeded curves that rise to ``final`` val token accuracy."""
+    rng = np.random.default_rng(1000 + index)
+    tid = f"5e7a1_{index:05d}"
+    trial_dir = exp / f"trainable_{tid}_{index}_label={label},seed={seed or index}_2026-01-01_00-00-00"
+    trial_dir.mkdir()
+    cur = load_curriculum(curriculum).scaled(MAX_T / 100_000)
+    flat = {f"{k}": v for k, v in cur.params().items() if k != "curriculum"}
+    flat.update(params or {})
+    (trial_dir / "params.json").write_text(json.dumps({
+        "label": label, "family": family or curriculum, "curriculum": cur.to_dict(), "params": flat,
+        "seed": seed if seed is not None else index, "replicate": replicate}))
+    if not results:
+        (trial_dir / "result.json").write_text("")
+        return tid, _entry(trial_dir, label, status, stop_at, error)
+    last = stop_at if stop_at is not None else MAX_T
+    events = cur.events()
+    lines, best, s90 = [], 0.0, names.MISSING
+    for i, step in enumerate(range(EVAL_EVERY, last + 1, EVAL_EVERY), 1):
+        acc = final * (1 - math.exp(-step / tau)) / (1 - math.exp(-last / tau)) + rng.normal(0, 0.003)
+        acc = final if step == last else acc  # exact, so that tests can make ties
+        if status == "diverged" and step > last / 2:
+            acc = 0.05
+        best = max(best, acc)
+        if s90 == names.MISSING and acc >= 0.9:
+            s90 = float(step)
+        row = {names.STEP: step, names.VAL_ACCURACY: acc, names.VAL_EASY_ACCURACY: min(1.0, acc + 0.05),
+               names.VAL_COVERAGE: 0.62 * max(acc, 0.0) ** 4.5, names.TRAIN_CE: 3.0 * (1 - acc) + 0.1,
+               names.VAL_CE: 3.0 * (1 - acc) + 0.2, names.VAL_SPECTRUM: 1 - 0.62 * acc ** 4.5,
+               names.VAL_PRECURSOR: 0.5 * (1 - acc), names.VAL_PEPTIDE_RECALL:
+                   acc ** 3 if step == last else names.MISSING,
+               names.NAN_COUNT: float(round(nans * i * EVAL_EVERY / last)),
+               names.SPIKE_COUNT: float(round(spikes * i * EVAL_EVERY / last)), names.STEPS_TO_90: s90,
+               names.BEST_VAL_ACCURACY: best, names.ELAPSED_S: 0.5 * step,
+               "trial_id": tid, "training_iteration": i, "time_total_s": 0.5 * step, "timestamp": 1_700_000_000 + i,
+               "done": status == "completed" and step == last, "config": {"label": label}}
+        for loss in ("spectrum", "precursor"):
+            ratio, cosine = names.GRAD_NAMES[loss]
+            intro = events.get(loss)
+            on = intro is not None and step >= intro
+            row[names.INTRO_STEP_NAMES[loss]] = float(intro) if on else names.MISSING
+            row[ratio] = (0.2 + 0.1 * i / 10) if on else names.MISSING
+            row[cosine] = 0.3 if on else names.MISSING
+        lines.append(json.dumps(row))
+    (trial_dir / "result.json").write_text("\n".join(lines) + "\n")
+    return tid, _entry(trial_dir, label, status, stop_at, error)
+
+
+def _entry(trial_dir: Path, label: str, status: str, stop_at: int | None, error: str | None) -> dict:
+    return {"trial_dir": trial_dir.name, "label": label, "status": status,
+            "stopped_at_step": stop_at if status in ("stopped", "diverged") else None, "error": error}
+
+
+MIXED = [
+    dict(label="A", final=0.80, nans=2),
+    dict(label="B", final=0.85),
+    dict(label="C", final=0.80, nans=1, spikes=3),  # ties A on accuracy: fewer NaNs wins
+    dict(label="D", final=0.80, nans=1, spikes=1),  # ... then fewer spikes
+    dict(label="S1", final=0.60, status="stopped", stop_at=400),
+    dict(label="S2", final=0.50, status="stopped", stop_at=800),  # further along: above S1 despite accuracy
+    dict(label="S3", final=0.65, status="stopped", stop_at=400),
+    dict(label="X", final=0.70, status="diverged", stop_at=600, nans=40),
+    dict(label="E", final=0.0, status="errored", results=False, error="Traceback...\nRuntimeError: CUDA OOM"),
+]
+
+
+def test_ranking_rule_statuses_and_ties(tmp_path):
+    ids = write_experiment(tmp_path / "exp", MIXED)
+    trials = report.load(tmp_path / "exp")
+    assert list(trials[C.LABEL]) == ["B", "D", "C", "A", "S2", "S3", "S1", "X", "E"]
+    assert list(trials[C.RANK]) == list(range(1, 10))
+    by = trials.set_index(C.LABEL)
+    assert by.loc["S2", C.STATUS_DETAIL] == "stopped by ASHA at step 800"
+    assert by.loc["X", C.STATUS] == "diverged" and by.loc["X", C.STATUS_DETAIL] == "diverged at step 600"
+    assert by.loc["E", C.STATUS_DETAIL] == "errored: RuntimeError: CUDA OOM"
+    assert math.isnan(by.loc["E", C.FINAL_ACC]) and by.loc["E", C.EVALUATIONS] == 0
+    assert by.loc["B", C.TRIAL_ID] == ids["B"]
+    assert by.loc["A", C.NAN_COUNT] == 2 and by.loc["C", C.SPIKE_COUNT] == 3
+
+
+def test_steps_to_90_breaks_ties_and_never_ranks_last(tmp_path):
+    # Same final accuracy and health; the fast riser reaches 90% first, the third never does.
+    specs = [dict(label="slow", final=0.95, tau=400.0), dict(label="fast", final=0.95, tau=100.0),
+             dict(label="never", final=0.89)]
+    write_experiment(tmp_path / "exp", specs)
+    trials = report.load(tmp_path / "exp")
+    trials[C.FINAL_ACC] = 0.9  # force the accuracy tie; the rule must fall through to steps to 90%
+    ranked = report.rank(trials.drop(columns=C.RANK))
+    assert list(ranked[C.LABEL]) == ["fast", "slow", "never"]
+    assert math.isnan(ranked.set_index(C.LABEL).loc["never", C.STEPS_TO_90])
+
+
+def test_columns_parameters_and_missing_values(tmp_path):
+    write_experiment(tmp_path / "exp", [dict(label="rev", final=0.7, curriculum="revised"),
+                                        dict(label="orig", final=0.6, curriculum="original")])
+    trials = report.load(tmp_path / "exp").set_index(C.LABEL)
+    # Readable curriculum parameters: the scaled intro steps (revised: 15K and 30K of 100K, at MAX_T 1000).
+    assert trials.loc["rev", "spectrum.intro_step"] == 150 and trials.loc["rev", "precursor.intro_step"] == 300
+    assert trials.loc["rev", "spectrum.start_weight"] == pytest.approx(0.08)
+    assert math.isnan(trials.loc["orig", "precursor.intro_step"])  # the original never adds it
+    assert trials.loc["rev", C.INTRO_AT["spectrum"]] == 150
+    assert trials.loc["rev", C.GRAD_RATIO_AT_INTRO["spectrum"]] == pytest.approx(0.2 + 0.1 * 2 / 10)
+    assert math.isnan(trials.loc["orig", C.GRAD_RATIO_AT_INTRO["precursor"]])
+    assert trials.loc["rev", C.STEPS_TO_90] != trials.loc["rev", C.STEPS_TO_90]  # NaN: never reached 90%
+    assert 0 < trials.loc["rev", C.PEPTIDE_RECALL] < 1  # only the last evaluation had it
+    assert trials.loc["rev", C.STEPS] == MAX_T and trials.loc["rev", C.WALL_H] == pytest.approx(500 / 3600)
+    history = report.load_history(tmp_path / "exp")
+    assert len(history) == 2 * MAX_T // EVAL_EVERY
+    assert history[names.VAL_PEPTIDE_RECALL].notna().sum() == 2  # -1 became NaN
+    assert "config" not in history and "timestamp" not in history
+
+
+def test_replicates_grouped_with_ci_and_welch_sentence(tmp_path):
+    finals = {"revised": [0.82, 0.84, 0.83], "original": [0.79, 0.80, 0.81]}
+    specs = [dict(label=name, family=name, curriculum=name, final=f, seed=s, replicate=r, key=f"{name}{r}")
+             for name, fs in finals.items() for r, (s, f) in enumerate(zip((1, 2, 3), fs))]
+    specs.append(dict(label="delayed", curriculum="delayed", final=0.70, seed=1))
+    write_experiment(tmp_path / "exp", specs)
+    exp = report.load_experiment(tmp_path / "exp")
+    assert exp.replicated
+    groups = exp.groups().set_index(C.GROUP)
+    assert list(groups.index) == ["revised", "original", "delayed"]
+    rev = exp.completed().query(f"{C.LABEL} == 'revised'")[C.FINAL_ACC]
+    assert groups.loc["revised", C.GROUP_SEEDS] == 3
+    assert groups.loc["revised", "mean"] == pytest.approx(rev.mean())
+    assert groups.loc["revised", "std"] == pytest.approx(rev.std(ddof=1))
+    half = 4.302652729911275 * rev.std(ddof=1) / math.sqrt(3)  # t(0.975, 2)
+    assert groups.loc["revised", "ci_low"] == pytest.approx(rev.mean() - half)
+    text = [c.sentence() for c in exp.comparisons()]
+    assert re.fullmatch(r"revised beats original by \d\.\d points, p = 0\.0\d+, 3 seeds each\.", text[0]), text
+    assert text[1].startswith("revised beats delayed by") and "delayed has 1 seed" in text[1]
+
+
+def test_interrupted_without_trials_json_infers_status(tmp_path):
+    specs = [dict(label="done", final=0.8), dict(label="cut", final=0.6, status="running", stop_at=500),
+             dict(label="empty", final=0.0, status="running", results=False)]
+    write_experiment(tmp_path / "exp", specs, status="interrupted", trials_json=False)
+    cut = next((tmp_path / "exp").glob("*label=cut*")) / "result.json"
+    cut.write_text(cut.read_text() + '{"step": 600, "val/tok')  # a line cut short by the interruption
+    trials = report.load(tmp_path / "exp").set_index(C.LABEL)
+    assert trials.loc["done", C.STATUS] == "completed"
+    assert trials.loc["cut", C.STATUS_DETAIL] == "interrupted at step 500"
+    assert trials.loc["empty", C.STATUS] == "interrupted"
+    assert list(trials[C.RANK]) == [1, 2, 3]
+
+
+def test_mid_search_stale_trials_json(tmp_path):
+    specs = [dict(label="on", final=0.5, status="running", stop_at=300), dict(label="q", final=0.0,
+             status="pending", results=False)]
+    write_experiment(tmp_path / "exp", specs, status="running")
+    trials = report.load(tmp_path / "exp").set_index(C.LABEL)
+    assert trials.loc["on", C.STATUS_DETAIL] == "running at step 300"
+    assert trials.loc["q", C.STATUS] == "pending"
+
+
+def test_write_report_files_and_html_references_every_plot(tmp_path):
+    specs = [dict(label=n, curriculum=n, final=f, seed=s, key=f"{n}{s}") for n, fs in
+             {"revised": (0.93, 0.94), "original": (0.90, 0.91)}.items() for s, f in zip((1, 2), fs)]
+    specs += [dict(label="S", final=0.5, status="stopped", stop_at=400, params={"spectrum.final_weight": 0.3}),
+              dict(label="X", final=0.4, status="diverged", stop_at=600, nans=12)]
+    for s in specs:
+        s.setdefault("params", {"spectrum.final_weight": 0.1 + 0.05 * len(s["label"])})
+    write_experiment(tmp_path / "exp", specs, searched=["spectrum.final_weight"])
+    out = report.write_report(tmp_path / "exp")
+    assert out == tmp_path / "exp" / "report"
+    for name in ("ranking.csv", "ranking.md", "groups.csv", "coverage.csv", "trials.parquet",
+                 "history.parquet", "report.html"):
+        assert (out / name).is_file(), name
+    pngs = sorted((out / "plots").glob("*.png"))
+    assert {p.stem for p in pngs} == {"accuracy_vs_step", "losses_vs_step", "accuracy_by_curriculum",
+                                      "accuracy_vs_params", "coverage_vs_accuracy"}
+    page = (out / "report.html").read_text()
+    for png in pngs:
+        assert f"plots/{png.name}" in page
+        assert base64.b64encode(png.read_bytes()).decode() in page  # embedded: opens with no server
+    assert report.RANKING_RULE in page and "revised beats original" in page
+    ranking = pd.read_csv(out / "ranking.csv")
+    assert list(ranking[C.LABEL])[-2:] == ["S", "X"] and ranking[C.RANK].tolist() == list(range(1, 7))
+    assert len(pd.read_parquet(out / "trials.parquet")) == 6
+    md = (out / "ranking.md").read_text()
+    assert "| rank | curriculum | status |" in md and report.RANKING_RULE in md
+    coverage = pd.read_csv(out / "coverage.csv")
+    assert coverage["n"].sum() == pd.read_parquet(out / "history.parquet")[names.VAL_COVERAGE].notna().sum()
+    # Rewriting is idempotent, and drops plots that no longer apply.
+    (out / "plots" / "old.png").write_bytes(b"x")
+    report.write_report(tmp_path / "exp")
+    assert not (out / "plots" / "old.png").exists()
+
+
+def test_cli_prints_ranking_and_rule(tmp_path, capsys):
+    write_experiment(tmp_path / "exp", MIXED[:3])
+    assert report.main([str(tmp_path / "exp"), "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.index(" B ") < out.index(" C ") < out.index(" A ")
+    assert report.RANKING_RULE in out and "report.html" in out
+
+
+def test_cli_rejects_a_directory_that_is_no_experiment(tmp_path):
+    (tmp_path / "junk").mkdir()
+    run = subprocess.run([sys.executable, "-m", "search.report", str(tmp_path / "junk")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.strip().count("\n") == 0
+    assert run.stderr.startswith(f"error: {tmp_path / 'junk'}: search.json: not an experiment directory")
+
+
+def test_bad_search_json_is_an_input_error(tmp_path):
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "search.json").write_text("{not json")
+    with pytest.raises(report.InputError, match="search.json: line 1: not valid JSON"):
+        report.load(tmp_path / "exp")
