@@ -150,6 +150,8 @@ def _residue_masses(peptide: str | list[str]) -> list[float]:
             nterm += token_mass(token)
         else:
             masses.append(token_mass(token))
+    if not masses:  # a token list skips parse_peptide's check
+        raise ValueError(f"peptide {peptide!r} has no residues")
     masses[0] += nterm
     return masses
 

@@ -96,6 +96,7 @@ class TrainLoopConfig:
     device: str = "auto"
     threads: int = 0  # 0: leave torch's default
     progress: bool = True
+    debug_nonfinite_from_step: int = -1  # >= 0: make every loss from this step on NaN (tests the NaN guard)
 
 
 @dataclass
@@ -104,6 +105,7 @@ class WandbConfig:
     project: str = "curriculum-search"
     group: str = ""
     tags: list[str] = field(default_factory=list)
+    dir: str = ""  # where wandb/ lands; empty: the run's output directory
 
 
 @dataclass
