@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -64,7 +65,7 @@ def write_all(exp: Experiment, plot_dir: Path, top: int = 8) -> list[Plot]:
          "Each dot a completed seed; bars: mean and 95% confidence interval (t distribution)."),
         ("accuracy_vs_params", "Final accuracy against each searched parameter", accuracy_vs_params_figure(exp),
          "Filled: completed (final accuracy); hollow: stopped early (accuracy where it stopped); "
-         "x: diverged or errored."),
+         "x: diverged or errored (at 0 when it never reported)."),
         ("coverage_vs_accuracy", "Spectrum coverage against token accuracy", coverage_figure(exp),
          "Every evaluation of every trial; black bars: the seeds' measurements."),
     ]
@@ -201,7 +202,10 @@ def coverage_figure(exp: Experiment) -> Figure | None:
         ax.errorbar(100 * acc, 100 * mid, yerr=[[100 * (mid - low)], [100 * (high - mid)]], fmt="s",
                     color="black", capsize=4, ms=5, label="seeds' measurements" if i == 0 else None)
         ax.annotate(text, (100 * acc, 100 * mid), textcoords="offset points", xytext=(6, -10), fontsize=7)
-    ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_yscale("symlog", linthresh=1.0)  # the seeds' low end (0.7%, 2.1%) stays readable
+    ticks = [0, 0.5, 1, 2, 5, 10, 20, 50, 100]
+    ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
+    ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set(xlabel="val token accuracy (%)", ylabel="val spectrum coverage (%)", xlim=(0, 105), ylim=(0, 100),
            title="Spectrum coverage against token accuracy")
     ax.grid(alpha=0.3)

@@ -31,8 +31,8 @@ HEADERS = {
     C.DEVICE_H: "device h", C.FAMILY: "family", C.SEED: "seed", C.REPLICATE: "replicate",
     C.INTRO_AT["spectrum"]: "spectrum intro (measured)", C.INTRO_AT["precursor"]: "precursor intro (measured)",
     C.GROUP: "curriculum", C.GROUP_SEEDS: "seeds", "mean": "mean acc", "std": "std", "ci_low": "95% CI low",
-    "ci_high": "95% CI high", C.GROUP_TRIALS: "trials", C.GROUP_STOPPED: "stopped/unfinished",
-    C.GROUP_FAILED: "diverged/errored",
+    "ci_high": "95% CI high", C.GROUP_TRIALS: "trials", C.GROUP_STOPPED: "stopped or unfinished",
+    C.GROUP_FAILED: "diverged or errored",
 }
 RANKING_COLUMNS = [C.RANK, C.LABEL, C.STATUS_DETAIL, C.FINAL_ACC, C.BEST_ACC, C.EASY_ACC, C.PEPTIDE_RECALL,
                    C.NAN_COUNT, C.SPIKE_COUNT, C.STEPS_TO_90, C.FINAL_CE, C.FINAL_SPECTRUM, C.FINAL_PRECURSOR,
@@ -43,6 +43,9 @@ TERMINAL_COLUMNS = [C.RANK, C.LABEL, C.STATUS_DETAIL, C.FINAL_ACC, C.BEST_ACC, C
                     C.STEPS_TO_90, C.STEPS]
 GROUP_COLUMNS = [C.GROUP, C.FAMILY, C.GROUP_SEEDS, "mean", "std", "ci_low", "ci_high", C.GROUP_TRIALS,
                  C.GROUP_STOPPED, C.GROUP_FAILED, C.NAN_COUNT, C.SPIKE_COUNT]
+GROUP_NOTE = ("Curricula run with more than one seed. Mean, standard deviation and 95% confidence interval "
+              "(t distribution) of final val token accuracy over completed seeds; the best curriculum is "
+              "tested against each other with Welch's t-test (two-sided, 5% level).")
 PERCENT = {*C.FRACTIONS, "mean", "std", "ci_low", "ci_high"}
 INTEGER = {C.RANK, C.NAN_COUNT, C.SPIKE_COUNT, C.STEPS_TO_90, C.STEPS, C.SEED, C.REPLICATE, C.GROUP_SEEDS,
            C.GROUP_TRIALS, C.GROUP_STOPPED, C.GROUP_FAILED, *C.INTRO_AT.values()}
@@ -105,14 +108,14 @@ def text(exp: Experiment, groups: pd.DataFrame) -> str:
     """What the command line prints: headline, ranking, rule, and groups and tests when replicated."""
     parts = [headline(exp), "", _plain(ranking_table(exp, TERMINAL_COLUMNS)), "", RANKING_RULE]
     if exp.replicated:
-        parts += ["", "Curricula over seeds (completed trials):", _plain(group_table(groups)), *sentences(exp)]
+        parts += ["", GROUP_NOTE, _plain(group_table(groups)), *sentences(exp)]
     return "\n".join(parts) + "\n"
 
 
 def markdown(exp: Experiment, groups: pd.DataFrame, coverage: pd.DataFrame) -> str:
     parts = [f"# {headline(exp)}", "", "## Ranking", "", _md(ranking_table(exp)), "", RANKING_RULE]
     if exp.replicated:
-        parts += ["", "## Curricula over seeds", "", _md(group_table(groups)), "",
+        parts += ["", "## Curricula over seeds", "", GROUP_NOTE, "", _md(group_table(groups)), "",
                   *[f"- {s}" for s in sentences(exp)]]
     parts += ["", "## Curriculum parameters", "", _md(parameter_table(exp))]
     if not coverage.empty:
@@ -127,7 +130,8 @@ def html(exp: Experiment, groups: pd.DataFrame, coverage: pd.DataFrame, plots: S
             f"<p class='meta'>{esc(headline(exp))}</p>", _meta_list(exp),
             "<h2>Ranking</h2>", _html_table(ranking_table(exp)), f"<p class='rule'>{esc(RANKING_RULE)}</p>"]
     if exp.replicated:
-        body += ["<h2>Curricula over seeds</h2>", _html_table(group_table(groups)),
+        body += ["<h2>Curricula over seeds</h2>", f"<p class='rule'>{esc(GROUP_NOTE)}</p>",
+                 _html_table(group_table(groups)),
                  "<ul class='tests'>" + "".join(f"<li>{esc(s)}</li>" for s in sentences(exp)) + "</ul>"]
     for plot in plots:
         data = base64.b64encode(plot.path.read_bytes()).decode("ascii")
@@ -153,12 +157,14 @@ body {{ font-family: system-ui, sans-serif; margin: 1.5em 2em; color: #222; max-
 h1 {{ font-size: 1.5em; }} h2 {{ font-size: 1.15em; margin-top: 1.6em; }}
 .scroll {{ overflow-x: auto; }}
 table {{ border-collapse: collapse; font-size: 0.82em; }}
-th, td {{ border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap; }}
-th {{ background: #f0f0f0; }} td:nth-child(2), th:nth-child(2) {{ text-align: left; }}
+th, td {{ border: 1px solid #ccc; padding: 3px 7px; white-space: nowrap; }}
+th {{ background: #f0f0f0; white-space: normal; overflow-wrap: anywhere; min-width: 3em; max-width: 9em;
+      vertical-align: bottom; }}
+td.num {{ text-align: right; font-variant-numeric: tabular-nums; }} td.txt {{ text-align: left; }}
 tr:nth-child(even) td {{ background: #fafafa; }}
 .rule, .meta, figcaption {{ color: #555; font-size: 0.9em; max-width: 70em; }}
 ul.tests li {{ font-weight: 600; }}
-img {{ max-width: 100%; border: 1px solid #eee; }}
+img {{ max-width: 100%; border: 1px solid #eee; }} figure {{ margin: 1em 0; }}
 pre {{ white-space: pre-wrap; font-size: 0.8em; }}
 </style></head>
 <body>
@@ -212,7 +218,14 @@ def _shown(values: pd.Series, column: str) -> bool:
 
 
 def _plain(table: pd.DataFrame) -> str:
-    return table.to_string(index=False) if len(table) else "(no trials)"
+    """Fixed-width text: text columns left-aligned, numbers right-aligned."""
+    if not len(table):
+        return "(no trials)"
+    lines = [[str(c) for c in table.columns]] + [[str(v) for v in row] for row in table.itertuples(index=False)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(table.columns))]
+    left = [not all(_numeric(v) for v in table[c]) for c in table.columns]
+    return "\n".join("  ".join(cell.ljust(w) if lft else cell.rjust(w) for cell, w, lft in zip(line, widths, left))
+                     .rstrip() for line in lines)
 
 
 def _md(table: pd.DataFrame) -> str:
@@ -226,6 +239,22 @@ def _md(table: pd.DataFrame) -> str:
 
 
 def _html_table(table: pd.DataFrame) -> str:
+    """A plain HTML table: numbers right-aligned, text left-aligned, headers allowed to wrap."""
     if table.empty:
         return "<p>(none)</p>"
-    return "<div class='scroll'>" + table.to_html(index=False, escape=True, border=0) + "</div>"
+    esc = html_lib.escape
+    head = "".join(f"<th>{esc(str(c))}</th>" for c in table.columns)
+    rows = []
+    for row in table.itertuples(index=False):
+        cells = "".join(f"<td class='{'num' if _numeric(v) else 'txt'}'>{esc(str(v))}</td>" for v in row)
+        rows.append(f"<tr>{cells}</tr>")
+    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+
+
+def _numeric(v: object) -> bool:
+    text = str(v).strip().rstrip("%")
+    try:
+        float(text)
+    except ValueError:
+        return text == ""
+    return True

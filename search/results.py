@@ -45,18 +45,26 @@ class Experiment:
     @property
     def replicated(self) -> bool:
         """Whether some curriculum was run with more than one seed."""
-        return bool(len(self.trials)) and bool(self.trials[C.LABEL].duplicated().any())
+        return bool(self.replicated_labels())
+
+    def replicated_labels(self) -> list[str]:
+        """Curriculum labels with more than one trial, in rank order."""
+        if not len(self.trials):
+            return []
+        counts = self.trials[C.LABEL].value_counts()
+        return [label for label in dict.fromkeys(self.trials[C.LABEL]) if counts[label] > 1]
 
     def completed(self) -> pd.DataFrame:
         return self.trials[self.trials[C.STATUS] == C.FINISHED_OK]
 
     def groups(self) -> pd.DataFrame:
-        """Per curriculum label: seeds, mean, std and 95% CI of final accuracy over completed trials."""
-        return group_table(self.trials)
+        """Per replicated curriculum: seeds, mean, std and 95% CI of final accuracy over completed trials."""
+        return group_table(self.trials[self.trials[C.LABEL].isin(self.replicated_labels())])
 
     def comparisons(self) -> list[stats.Comparison]:
-        """The best curriculum against each other (Welch's t-test on completed seeds)."""
-        return stats.compare_groups(self.completed(), C.FINAL_ACC, C.LABEL)
+        """The best replicated curriculum against each other (Welch's t-test on completed seeds)."""
+        done = self.completed()
+        return stats.compare_groups(done[done[C.LABEL].isin(self.replicated_labels())], C.FINAL_ACC, C.LABEL)
 
 
 def load_experiment(experiment_dir: str | Path) -> Experiment:

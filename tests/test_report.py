@@ -230,6 +230,7 @@ def test_write_report_files_and_html_references_every_plot(tmp_path):
         assert f"plots/{png.name}" in page
         assert base64.b64encode(png.read_bytes()).decode() in page  # embedded: opens with no server
     assert report.RANKING_RULE in page and "revised beats original" in page
+    assert list(pd.read_csv(out / "groups.csv")[C.GROUP]) == ["revised", "original"]  # singletons are not groups
     ranking = pd.read_csv(out / "ranking.csv")
     assert list(ranking[C.LABEL])[-2:] == ["S", "X"] and ranking[C.RANK].tolist() == list(range(1, 7))
     assert len(pd.read_parquet(out / "trials.parquet")) == 6
