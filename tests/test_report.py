@@ -170,7 +170,10 @@ def test_replicates_grouped_with_ci_and_welch_sentence(tmp_path):
     finals = {"revised": [0.82, 0.84, 0.83], "original": [0.79, 0.80, 0.81]}
     specs = [dict(label=name, family=name, curriculum=name, final=f, seed=s, replicate=r, key=f"{name}{r}")
              for name, fs in finals.items() for r, (s, f) in enumerate(zip((1, 2, 3), fs))]
-    specs.append(dict(label="delayed", curriculum="delayed", final=0.70, seed=1))
+    specs += [dict(label="delayed", curriculum="delayed", final=0.70, seed=1, key="delayed1"),  # one seed left
+              dict(label="delayed", curriculum="delayed", final=0.3, seed=2, status="diverged", stop_at=500,
+                   key="delayed2"),
+              dict(label="single", final=0.99, seed=1)]  # one trial: no group, no comparison
     write_experiment(tmp_path / "exp", specs)
     exp = report.load_experiment(tmp_path / "exp")
     assert exp.replicated
@@ -178,13 +181,16 @@ def test_replicates_grouped_with_ci_and_welch_sentence(tmp_path):
     assert list(groups.index) == ["revised", "original", "delayed"]
     rev = exp.completed().query(f"{C.LABEL} == 'revised'")[C.FINAL_ACC]
     assert groups.loc["revised", C.GROUP_SEEDS] == 3
+    assert groups.loc["delayed", [C.GROUP_SEEDS, C.GROUP_TRIALS, C.GROUP_FAILED]].tolist() == [1, 2, 1]
+    assert exp.trials[C.LABEL].iloc[0] == "single"
     assert groups.loc["revised", "mean"] == pytest.approx(rev.mean())
     assert groups.loc["revised", "std"] == pytest.approx(rev.std(ddof=1))
     half = 4.302652729911275 * rev.std(ddof=1) / math.sqrt(3)  # t(0.975, 2)
     assert groups.loc["revised", "ci_low"] == pytest.approx(rev.mean() - half)
     text = [c.sentence() for c in exp.comparisons()]
     assert re.fullmatch(r"revised beats original by \d\.\d points, p = 0\.0\d+, 3 seeds each\.", text[0]), text
-    assert text[1].startswith("revised beats delayed by") and "delayed has 1 seed" in text[1]
+    assert len(text) == 2
+    assert text[1].startswith("revised beats delayed by") and "no test (delayed has 1 seed;" in text[1]
 
 
 def test_interrupted_without_trials_json_infers_status(tmp_path):
