@@ -238,6 +238,8 @@ class MgfDataset(Dataset):
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         self.paths = [Path(p) for p in paths]
+        if not self.paths:
+            raise ValueError("no MGF paths given; pass one path or a list of paths")
         self.config = preprocess if preprocess is not None else PreprocessConfig()
         self.skipped: Counter[str] = Counter()
         self._blocks: list[tuple[np.ndarray, np.ndarray]] = []
