@@ -90,7 +90,11 @@ def load_experiment(experiment_dir: str | Path) -> Experiment:
         if tid not in seen and isinstance(entry, dict):
             row, _ = _read_trial(None, tid, entry, meta)
             rows.append(row)
-    trials = rank(pd.DataFrame(rows)) if rows else pd.DataFrame(columns=[C.RANK, C.TRIAL_ID, C.LABEL, C.STATUS])
+    if not rows:  # nothing has started: the columns of a trial that has no results, and no rows
+        template, _ = _read_trial(None, "?", {}, meta)
+        trials = rank(pd.DataFrame([template])).iloc[:0]
+    else:
+        trials = rank(pd.DataFrame(rows))
     history = pd.concat([h for h in histories if len(h)], ignore_index=True) if any(len(h) for h in histories) \
         else pd.DataFrame(columns=[C.TRIAL_ID, C.LABEL, names.STEP])
     searched = [str(k) for k in meta.get("searched", []) or []]

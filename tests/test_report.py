@@ -215,6 +215,14 @@ def test_mid_search_stale_trials_json(tmp_path):
     assert trials.loc["q", C.STATUS] == "pending"
 
 
+def test_report_of_an_experiment_that_has_just_started(tmp_path):
+    write_experiment(tmp_path / "exp", [], status="running", searched=["spectrum.intro_step"])
+    out = report.write_report(tmp_path / "exp")
+    assert report.load(tmp_path / "exp").empty
+    assert "0 trials (none yet)" in (out / "report.html").read_text()
+    assert list((out / "plots").glob("*.png")) == []
+
+
 def test_write_report_files_and_html_references_every_plot(tmp_path):
     specs = [dict(label=n, curriculum=n, final=f, seed=s, key=f"{n}{s}") for n, fs in
              {"revised": (0.93, 0.94), "original": (0.90, 0.91)}.items() for s, f in zip((1, 2), fs)]
