@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from .config import TrainConfig
 from .curriculum import Curriculum, CurriculumState
-from .synthetic import Batch, generate, step_generator
+from .errors import InputError
+from .synthetic import Batch, generate, pack_peaks, step_generator
 
 EASY = (7, 10, 0)  # val_easy: clean 7-10 peptides
 
@@ -43,3 +46,114 @@ def validation_sets(cfg: TrainConfig, curriculum: Curriculum, device: torch.devi
         gen = step_generator(cfg.data.val_seed, offset, device)
         sets[name] = generate(cfg.data.val_size, lo, hi, noise, cfg.data, gen, device, cfg.model.max_peaks)
     return sets
+
+
+def collate(spectra: list, max_peaks: int, device: torch.device | str = "cpu") -> Batch:
+    """Real spectra (``model.mgf.Spectrum``) -> a Batch; an unannotated spectrum gets an all-PAD token row."""
+    from .chem import PROTON
+    from .tokenizer import PAD, STOP, encode
+
+    n = len(spectra)
+    width = max(1, max(len(s.mz) for s in spectra))
+    mz = torch.zeros((n, width), dtype=torch.float64)
+    intensity = torch.zeros((n, width), dtype=torch.float64)
+    keep = torch.zeros((n, width), dtype=torch.bool)
+    for i, s in enumerate(spectra):
+        k = len(s.mz)
+        mz[i, :k] = torch.from_numpy(s.mz.astype("float64"))
+        intensity[i, :k] = torch.from_numpy(s.intensity.astype("float64"))
+        keep[i, :k] = True
+    mz, intensity, keep = pack_peaks(mz, intensity, keep, max_peaks)
+    charge = torch.tensor([s.charge for s in spectra], dtype=torch.long)
+    precursor_mz = torch.tensor([s.precursor_mz for s in spectra], dtype=torch.float64)
+    precursor_mass = (precursor_mz - PROTON) * charge
+    ids = [encode(s.peptide) if s.peptide else [] for s in spectra]
+    tokens = torch.full((n, max(len(t) for t in ids) + 1), PAD, dtype=torch.long)
+    for i, t in enumerate(ids):
+        if t:
+            tokens[i, : len(t)] = torch.tensor(t)
+            tokens[i, len(t)] = STOP
+    return Batch(mz, intensity, keep, precursor_mass, charge, tokens).to(device)
+
+
+def preprocess_config(cfg: TrainConfig):
+    from .mgf import PreprocessConfig
+
+    return PreprocessConfig(**dataclasses.asdict(cfg.data.preprocess))
+
+
+def open_mgf(paths: list[str], cfg: TrainConfig, key: str):
+    """An MgfDataset of annotated spectra whose peptides the vocabulary can write; InputError otherwise."""
+    from .mgf import MgfDataset
+
+    try:
+        dataset = MgfDataset(paths, preprocess_config(cfg))
+    except ValueError as err:
+        if isinstance(err, InputError):
+            raise
+        raise InputError(paths[0], key, str(err)) from None
+    if len(dataset) == 0:
+        raise InputError(paths[0], key, f"no usable spectra (skipped: {dict(dataset.skipped)})")
+    return dataset
+
+
+class MixedStream(TrainStream):
+    """Synthetic batches mixed with real annotated spectra at ``data.synthetic_fraction``.
+
+    Real spectra are filtered by the stage's length range, as the curriculum's data difficulty applies
+    to them too; which spectra a step draws is a pure function of (seed, step), so a resume is exact.
+    """
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, real) -> None:
+        super().__init__(cfg, device)
+        self.real = real
+        self._by_range: dict[tuple[int, int], torch.Tensor] = {}
+
+    def _indices(self, lo: int, hi: int) -> torch.Tensor:
+        if (lo, hi) not in self._by_range:
+            idx = torch.from_numpy(self.real.indices_with_length(lo, hi))
+            if idx.numel() == 0:  # no real peptide in range: use the closest lengths rather than none
+                lengths = torch.from_numpy(self.real.peptide_lengths)
+                gap = torch.clamp(lo - lengths, min=0) + torch.clamp(lengths - hi, min=0)
+                idx = torch.nonzero(gap == gap[lengths > 0].min()).flatten()
+            self._by_range[(lo, hi)] = idx
+        return self._by_range[(lo, hi)]
+
+    def batch(self, step: int, state: CurriculumState) -> Batch:
+        size = self.cfg.data.batch_size
+        n_synth = round(size * self.cfg.data.synthetic_fraction)
+        gen = step_generator(self.cfg.seed, step, "cpu")
+        pool = self._indices(state.min_length, state.max_length)
+        picks = pool[torch.randint(0, pool.numel(), (size - n_synth,), generator=gen)]
+        real = collate([self.real[int(i)] for i in picks], self.cfg.model.max_peaks, self.device)
+        if n_synth == 0:
+            return real
+        synth = generate(n_synth, state.min_length, state.max_length, state.noise_peaks, self.cfg.data,
+                         step_generator(self.cfg.seed, step, self.device), self.device, self.cfg.model.max_peaks)
+        return concat([synth, real])
+
+
+def concat(batches: list[Batch]) -> Batch:
+    """Stack batches whose peak and token widths may differ (padding both)."""
+    from .tokenizer import PAD
+
+    peaks = max(b.mz.shape[1] for b in batches)
+    width = max(b.tokens.shape[1] for b in batches)
+
+    def pad(t: torch.Tensor, n: int, value) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (0, n - t.shape[1]), value=value)
+
+    return Batch(
+        torch.cat([pad(b.mz, peaks, 0.0) for b in batches]),
+        torch.cat([pad(b.intensity, peaks, 0.0) for b in batches]),
+        torch.cat([pad(b.peak_mask, peaks, False) for b in batches]),
+        torch.cat([b.precursor_mass for b in batches]),
+        torch.cat([b.charge for b in batches]),
+        torch.cat([pad(b.tokens, width, PAD) for b in batches]),
+    )
+
+
+def make_stream(cfg: TrainConfig, device: torch.device) -> TrainStream:
+    if not cfg.data.train_files:
+        return TrainStream(cfg, device)
+    return MixedStream(cfg, device, open_mgf(cfg.data.train_files, cfg, "data.train_files"))

@@ -29,6 +29,7 @@ VAL_PEPTIDE_RECALL = "val/peptide_recall"  # decoded, on real validation files o
 VAL_AA_PRECISION = "val/aa_precision"
 VAL_AA_RECALL = "val/aa_recall"
 VAL_EASY_ACCURACY = "val_easy/token_accuracy"
+VAL_REAL_ACCURACY = "val_real/token_accuracy"  # teacher-forced, on real validation files only
 BEST_VAL_ACCURACY = "val/best_token_accuracy"
 
 SPECTRUM_WEIGHT = "curriculum/spectrum_weight"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import logging
 import math
 import os
@@ -25,9 +24,9 @@ import torch
 
 from . import names
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import TrainConfig, load_config, to_dict
+from .config import TrainConfig, load_config, read_yaml, resolve_preset, to_dict
 from .curriculum import AUX_LOSSES, Curriculum, CurriculumState, clean_ce, load_curriculum
-from .data import TrainStream, validation_sets
+from .data import collate, make_stream, open_mgf, validation_sets
 from .errors import InputError, exit_on_input_error
 from .health import Health
 from .losses import cross_entropy, hard_coverage, precursor_loss, spectrum_loss
@@ -219,8 +218,11 @@ def train(
     model = Spec2Pep(cfg.model).to(device)
     optimizer = make_optimizer(model, cfg)
     losses = Losses(model, cfg)
-    stream = TrainStream(cfg, device)
+    stream = make_stream(cfg, device)
     sets = validation_sets(cfg, curriculum, device)
+    if cfg.data.val_files:
+        real_val = open_mgf(cfg.data.val_files, cfg, "data.val_files")
+        sets["val_real"] = collate([real_val[i] for i in range(len(real_val))], cfg.model.max_peaks, device)
     health = Health(cfg.train.spike_factor, cfg.train.spike_window)
     metrics_file = MetricsFile(out_dir / "metrics.csv")
 
@@ -425,14 +427,13 @@ def build_run(args: argparse.Namespace) -> tuple[TrainConfig, Curriculum, Path]:
         if args.max_steps < 1:
             raise InputError("--max-steps", args.max_steps, "must be >= 1")
         overrides["optim.max_steps"] = args.max_steps
-        overrides.setdefault("optim.warmup_steps", None)
+        if "optim.warmup_steps" not in overrides:  # a shorter run gets a warm-up that fits in it
+            preset_warmup = read_yaml(resolve_preset(args.config)).get("optim", {}).get("warmup_steps", 0)
+            if isinstance(preset_warmup, int) and preset_warmup > args.max_steps:
+                overrides["optim.warmup_steps"] = args.max_steps // 10
     if args.seed is not None:
         overrides["seed"] = args.seed
-    if overrides.get("optim.warmup_steps", 0) is None:
-        del overrides["optim.warmup_steps"]
     cfg = load_config(args.config, overrides)
-    if cfg.optim.warmup_steps > cfg.optim.max_steps:
-        cfg.optim = dataclasses.replace(cfg.optim, warmup_steps=cfg.optim.max_steps // 10)
     name = args.curriculum or cfg.curriculum
     curriculum = load_curriculum(name) if name else clean_ce(cfg.optim.max_steps)
     curriculum.validate_steps(cfg.optim.max_steps, args.curriculum or args.config)
