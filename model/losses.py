@@ -77,7 +77,7 @@ def coverage(ions: torch.Tensor, ion_mask: torch.Tensor, batch: Batch, tolerance
     else:
         score = match_kernel(dist, tolerance)
     score = score * batch.peak_mask[:, None, :]
-    best = score.amax(dim=2) if score.shape[2] > 0 else torch.zeros_like(ions)  # (B, I)
+    best = score.amax(dim=2) if score.shape[2] > 0 else ions * 0.0  # (B, I); ions * 0 keeps the graph
     n_ions = ion_mask.sum(dim=1)
     covered = (best * ion_mask).sum(dim=1)
     return covered / n_ions.clamp(min=1), n_ions > 0
