@@ -165,7 +165,7 @@ class Spec2Pep(nn.Module):
     def prefix_masses(self, prefix: torch.Tensor) -> torch.Tensor:
         """prefix: (B, S) ids -> (B, S+1) float64 mass of the tokens before each position."""
         cum = self.masses[prefix].cumsum(dim=1)
-        return torch.cat([torch.zeros_like(cum[:, :1]), cum], dim=1)
+        return F.pad(cum, (1, 0))  # (B, S+1); an empty prefix gives (B, 1) zeros
 
     def decode(self, batch: Batch, prefix: torch.Tensor, memory: torch.Tensor, memory_pad: torch.Tensor) -> torch.Tensor:
         """prefix: (B, S) previous token ids -> logits (B, S+1, V) for the token at each position."""
