@@ -1,0 +1,273 @@
+"""The main job: search a curriculum space with Ray Tune, ASHA and Optuna, then write the report.
+
+    python -m search.run --space spaces/quickstart.yaml
+    python -m search.run --space spaces/intro_timing.yaml --storage /shared/results --name timing-1
+    python -m search.run --space spaces/intro_timing.yaml --storage /shared/results --name timing-1 --resume
+    python -m search.run --space spaces/ab_seed_curricula.yaml --scale 0.01 --smoke
+
+Everything the user gives is checked before Ray starts (exit 2 and one line naming the file and key,
+nothing written under the storage path). Then: ``<storage>/<name>/search.json``, Ray's trial
+directories, ``trials.json`` kept current, a live view in the terminal, and at the end the top of the
+ranking and the report (``search.report``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from model.errors import InputError, exit_on_input_error
+
+from .space import Space, load_space
+
+log = logging.getLogger("search")
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_STORAGE = REPO / "results"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InputError("command line", "arguments", message)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = ArgumentParser(prog="python -m search.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--space", required=True, help="space YAML (spaces/*.yaml) or a shipped space's name")
+    p.add_argument("--name", help="experiment name (default: the space's name)")
+    p.add_argument("--storage", default=None,
+                   help=f"absolute or relative path of the results root, shared by all nodes (default {DEFAULT_STORAGE})")
+    p.add_argument("--num-samples", type=int, default=None, help="searched configurations (named ones come on top)")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply every step count in the space by this")
+    p.add_argument("--smoke", action="store_true", help="shrink the space to seconds: tiny model, few steps, 2+2 trials")
+    p.add_argument("--resume", action="store_true", help="continue the experiment <storage>/<name> after a crash")
+    p.add_argument("--max-concurrent", type=int, default=None, help="override searcher.max_concurrent")
+    p.add_argument("--wandb-mode", choices=("offline", "online", "disabled"), default=None,
+                   help="override the space's wandb.mode")
+    p.add_argument("--live-interval", type=float, default=30.0, help="seconds between live tables")
+    p.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    return p.parse_args(argv)
+
+
+def setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("search")
+    if not logger.handlers:
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def resolve_storage(storage: str | None) -> str:
+    """An absolute local path (Ray needs one), or a URI such as s3://bucket/path unchanged."""
+    if storage is None:
+        return str(DEFAULT_STORAGE)
+    if "://" in storage:
+        return storage
+    return str(Path(storage).expanduser().resolve())
+
+
+def local_gpus() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # a broken CUDA install counts as no GPU
+        return 0
+
+
+def check_gpus(space: Space, available: float, where: str) -> None:
+    if space.resources.gpu > 0 and available < min(1.0, space.resources.gpu):
+        raise InputError(space.file, "resources.gpu",
+                         f"{space.resources.gpu:g} GPU per trial asked for, but {where} has no GPU; "
+                         "set resources.gpu: 0 (or use --smoke) to run on CPUs")
+
+
+def apply_cli(space: Space, args: argparse.Namespace) -> Space:
+    if args.max_concurrent is not None:
+        if args.max_concurrent < 1:
+            raise InputError(space.file, "--max-concurrent", f"must be >= 1, got {args.max_concurrent}")
+        space = dataclasses.replace(space, searcher=dataclasses.replace(space.searcher,
+                                                                        max_concurrent=args.max_concurrent))
+    if args.wandb_mode is not None:
+        space = dataclasses.replace(space, wandb=dataclasses.replace(space.wandb, mode=args.wandb_mode))
+    return space
+
+
+def check_experiment(storage: str, name: str, resume: bool) -> Path | str:
+    if any(c in name for c in "/\\ ") or name.startswith("."):
+        raise InputError("command line", "--name", f"expected a short name without spaces or slashes, got {name!r}")
+    exp = f"{storage.rstrip('/')}/{name}" if "://" in storage else Path(storage) / name
+    if "://" in storage:
+        if resume:
+            return exp
+        raise InputError("command line", "--storage", "object-store URIs need a shared file system for "
+                         "search.json and trials.json; mount it (s3fs, gcsfuse) and pass the mount path")
+    has_state = (Path(exp) / "tuner.pkl").is_file()
+    if resume and not has_state:
+        raise InputError(exp, "--resume", "no search to resume here (no tuner.pkl); drop --resume to start one")
+    if not resume and Path(exp).exists() and any(Path(exp).iterdir()):
+        raise InputError(exp, "--name", "an experiment of this name exists; pass --resume to continue it "
+                         "or --name to start another")
+    return exp
+
+
+def build_tuner(space: Space, name: str, storage: str, exp_dir: Path, resume: bool, live_interval: float):
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    from .layout import TrialIndex
+    from .live import LiveView
+    from .optuna_glue import build_searcher
+    from .scheduler import SettleASHA
+    from .trainable import run_trial, trial_dirname, trial_name
+
+    resources = {"cpu": space.resources.cpu, "gpu": space.resources.gpu}
+    trainable = tune.with_resources(run_trial, resources)
+    if resume:
+        return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
+                                  resume_errored=False, restart_errored=False)
+    from .scheduler import StopLog
+
+    stop_log = StopLog()
+    sc = space.scheduler
+    if sc.type == "asha":
+        scheduler = SettleASHA(metric=space.metric, mode=space.mode, max_t=sc.max_t, grace_period=sc.grace_period,
+                               reduction_factor=sc.reduction_factor, brackets=sc.brackets,
+                               settle_steps=sc.settle_steps, stop_log=stop_log)
+    else:
+        scheduler = tune.schedulers.FIFOScheduler()
+    searcher = build_searcher(space, name, stop_log)
+    run_config = tune.RunConfig(
+        name=name,
+        storage_path=storage,
+        # Ray's own JSON (params.json, result.json) and CSV loggers; not TensorBoard (W&B does that job).
+        callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), TrialIndex(exp_dir, stop_log)],
+        progress_reporter=LiveView(space.metric, space.mode, stop_log, interval_s=live_interval),
+        verbose=1,
+        failure_config=tune.FailureConfig(max_failures=space.failure.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=space.failure.num_to_keep),
+        sync_config=tune.SyncConfig(sync_artifacts=True),
+        stop={"step": sc.max_t} if sc.type == "fifo" else None,
+    )
+    # Reusing a trial's actor for the next trial saves a process start and the torch import (seconds
+    # per trial on a laptop); the trainer sets seeds, threads and its W&B run per trial.
+    tune_config = tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=space.num_trials,
+                                  trial_name_creator=trial_name, trial_dirname_creator=trial_dirname,
+                                  reuse_actors=True)
+    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+
+
+def init_ray(space: Space) -> None:
+    import ray
+
+    address = os.environ.get("RAY_ADDRESS")
+    ray.init(address=address or None, include_dashboard=False if not address else None, log_to_driver=False,
+             logging_level=logging.WARNING, configure_logging=True)
+    if address:  # a cluster: its GPUs count, not the driver's
+        check_gpus(space, ray.cluster_resources().get("GPU", 0.0), f"the Ray cluster at {address}")
+
+
+def finish(exp_dir: Path, space: Space, name: str, started: str, make_report: bool) -> dict[str, Any]:
+    """search.json's final status, the top of the ranking and the report."""
+    import json
+
+    from .layout import SEARCH_JSON, TRIALS_JSON, now, search_meta, write_json
+
+    trials = json.loads((exp_dir / TRIALS_JSON).read_text()) if (exp_dir / TRIALS_JSON).is_file() else {}
+    unfinished = [t for t in trials.values() if t["status"] in ("running", "pending")]
+    status = "interrupted" if unfinished or len(trials) < space.num_trials else "finished"
+    write_json(exp_dir / SEARCH_JSON, search_meta(space, name, status, started, now()))
+    report_path = None
+    if make_report:
+        try:
+            from . import report
+        except ImportError as err:
+            log.info("no report: search.report is not available (%s)", err)
+        else:
+            try:
+                report_path = report.write_report(exp_dir)
+            except Exception as err:  # the search's results stand even if the report fails
+                log.warning("the report failed: %s: %s", type(err).__name__, err)
+    log.info("%s", ranking_top(exp_dir, space, trials))
+    if status == "interrupted":
+        log.info("search %s: %d of %d trials unfinished; continue with --resume", status, len(unfinished),
+                 space.num_trials)
+    log.info("experiment: %s", exp_dir)
+    if report_path is not None:
+        log.info("report: %s", report_path)
+    return {"status": status, "report": str(report_path) if report_path else None}
+
+
+def ranking_top(exp_dir: Path, space: Space, trials: dict[str, dict], top: int = 5) -> str:
+    """The best trials by their last reported metric: completed first, then stopped, then the rest."""
+    import json
+
+    tier = {"completed": 0, "stopped": 1, "running": 1, "pending": 1, "diverged": 2, "errored": 3}
+    sign = 1.0 if space.mode == "max" else -1.0
+    rows = []
+    for tid, entry in trials.items():
+        value = None
+        result = exp_dir / str(entry.get("trial_dir")) / "result.json"
+        if result.is_file():
+            lines = [x for x in result.read_text().splitlines() if x.strip()]
+            if lines:
+                value = json.loads(lines[-1]).get(space.metric)
+        rows.append((tier.get(entry["status"], 9), -sign * (value if value is not None else -1e9), tid, entry, value))
+    rows.sort(key=lambda r: r[:2])
+    out = [f"top {min(top, len(rows))} of {len(rows)} by {space.metric} ({space.mode}):"]
+    for i, (_, _, tid, entry, value) in enumerate(rows[:top], 1):
+        shown = "" if value is None else f"{value:.4f}"
+        status = entry["status"] + (f"@{entry['stopped_at_step']}" if entry.get("stopped_at_step") else "")
+        out.append(f"  {i}. {shown:>7}  {entry.get('label')} s{entry.get('seed')}  [{status}]  {tid}")
+    return "\n".join(out)
+
+
+@exit_on_input_error
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging()
+    t0 = time.time()
+    space = apply_cli(load_space(args.space, scale=args.scale, smoke=args.smoke, num_samples=args.num_samples), args)
+    name = args.name or space.name
+    storage = resolve_storage(args.storage)
+    exp_dir = check_experiment(storage, name, args.resume)
+    if not os.environ.get("RAY_ADDRESS"):
+        check_gpus(space, local_gpus(), "this machine")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # our LiveView instead of Ray's default output
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # the loggers are chosen in build_tuner
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "10")  # a stopped trial's thread may finish W&B
+    init_ray(space)
+
+    from .layout import SEARCH_JSON, now, search_meta, write_json
+
+    exp_dir = Path(exp_dir)
+    started = now()
+    if args.resume and (exp_dir / SEARCH_JSON).is_file():
+        import json
+
+        started = json.loads((exp_dir / SEARCH_JSON).read_text()).get("started", started)
+    write_json(exp_dir / SEARCH_JSON, search_meta(space, name, "running", started))
+    log.info("search %s: %d configurations x %d seeds = %d trials, %s on %s, %s; %s",
+             name, space.num_configurations, len(space.seeds), space.num_trials, space.scheduler.type,
+             space.scheduler.max_t and f"{space.scheduler.max_t} steps", space.searcher.algorithm,
+             "resuming" if args.resume else f"results in {exp_dir}")
+    tuner = build_tuner(space, name, storage, exp_dir, args.resume, args.live_interval)
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        log.info("interrupted")
+    outcome = finish(exp_dir, space, name, started, not args.no_report)
+    log.info("wall time %.1f s", time.time() - t0)
+    return 0 if outcome["status"] == "finished" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

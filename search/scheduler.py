@@ -1,0 +1,152 @@
+"""ASHA on the trainer's step, with a settle window after each of a trial's own intro events.
+
+All trials of a curriculum family share their first steps; right after an auxiliary loss switches on,
+token accuracy dips by a few percent and recovers (the seeds expect 2-3%). A trial measured inside that
+dip would be judged on a transient. So a rung whose measurement step falls within ``settle_steps`` after
+one of the trial's intro events (``curriculum/*_intro_step`` in its row; -1 when none yet, which also
+covers accuracy gates that open mid-run) is skipped for that trial: its value is not recorded there and
+it is judged at its next rung instead.
+
+Everything else is Ray's ``AsyncHyperBandScheduler``: the same rungs (``grace_period * rf**k``), the
+same cutoff (the ``1 - 1/rf`` quantile of the values recorded at the rung), the same brackets. Two
+deliberate differences: a trial is judged at the highest rung it has reached and lower rungs it skipped
+past are not revisited, and a non-finite metric counts as the worst value instead of slipping through
+(``nan < cutoff`` is false). Every early stop is written to a ``StopLog`` shared with the searcher (which
+tells Optuna PRUNED) and with the experiment's ``trials.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+
+import numpy as np
+from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
+
+from model import names
+
+log = logging.getLogger(__name__)
+
+
+class StopLog:
+    """Trials that the scheduler stopped early: trial id -> the step it was stopped at.
+
+    One instance is shared by the scheduler, the searcher and the callbacks of a search; they are
+    pickled together (Tuner's ``tuner.pkl``), so sharing survives ``--resume``.
+    """
+
+    def __init__(self) -> None:
+        self.stopped: dict[str, int] = {}
+
+    def record(self, trial_id: str, step: int) -> None:
+        self.stopped[trial_id] = int(step)
+
+    def update(self, other: dict[str, int]) -> None:
+        self.stopped.update(other)
+
+    def __contains__(self, trial_id: str) -> bool:
+        return trial_id in self.stopped
+
+    def step(self, trial_id: str) -> int | None:
+        return self.stopped.get(trial_id)
+
+
+class SettleBracket:
+    """One ASHA bracket: rungs at ``min_t * rf ** (k + s)`` below ``max_t``, with settle windows."""
+
+    def __init__(self, min_t: int, max_t: int, reduction_factor: float, s: int, settle_steps: int) -> None:
+        self.rf = reduction_factor
+        count = int(math.log(max_t / min_t) / math.log(reduction_factor) - s + 1)
+        self.milestones = [min_t * reduction_factor ** (k + s) for k in range(max(0, count))]
+        self.recorded: dict[float, dict[str, float]] = {m: {} for m in self.milestones}
+        self.passed: dict[str, set[float]] = {}
+        self.skipped: dict[str, list[float]] = {}
+        self.settle_steps = settle_steps
+
+    @property
+    def _rungs(self) -> list[float]:  # what AsyncHyperBandScheduler.on_trial_add sizes brackets by
+        return self.milestones
+
+    def cutoff(self, milestone: float) -> float | None:
+        values = list(self.recorded[milestone].values())
+        return float(np.percentile(values, (1 - 1 / self.rf) * 100)) if values else None
+
+    def settling(self, step: float, events: Iterable[float]) -> bool:
+        return any(e <= step < e + self.settle_steps for e in events)
+
+    def on_result(self, trial_id: str, step: float, reward: float, events: Iterable[float]) -> str:
+        """Judge the trial at the highest rung it has reached and not yet passed; CONTINUE or STOP."""
+        done = self.passed.setdefault(trial_id, set())
+        reached = [m for m in self.milestones if m <= step and m not in done]
+        if not reached:
+            return TrialScheduler.CONTINUE
+        milestone = max(reached)
+        done.update(reached)
+        if self.settle_steps and self.settling(step, events):
+            self.skipped.setdefault(trial_id, []).append(milestone)
+            log.info("trial %s: rung %g skipped at step %g, inside the settle window after an intro at %s",
+                     trial_id, milestone, step, ", ".join(f"{e:g}" for e in events))
+            return TrialScheduler.CONTINUE
+        cutoff = self.cutoff(milestone)
+        self.recorded[milestone][trial_id] = reward
+        if cutoff is not None and reward < cutoff:
+            return TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
+
+    def debug_str(self) -> str:
+        return "Bracket: " + " | ".join(f"Iter {m:g}: {self.cutoff(m)}" for m in self.milestones)
+
+
+class SettleASHA(AsyncHyperBandScheduler):
+    """``AsyncHyperBandScheduler`` on ``time_attr`` (the trainer's step) with settle windows after intros."""
+
+    def __init__(self, *, metric: str, mode: str, max_t: int, grace_period: int, reduction_factor: float = 2,
+                 brackets: int = 1, settle_steps: int = 0, time_attr: str = names.STEP,
+                 intro_keys: tuple[str, ...] = tuple(names.INTRO_STEP_NAMES.values()),
+                 stop_log: StopLog | None = None) -> None:
+        if settle_steps < 0:
+            raise ValueError(f"settle_steps must be >= 0, got {settle_steps}")
+        super().__init__(time_attr=time_attr, metric=metric, mode=mode, max_t=max_t, grace_period=grace_period,
+                         reduction_factor=reduction_factor, brackets=brackets)
+        self._brackets = [SettleBracket(grace_period, max_t, reduction_factor, s, settle_steps)
+                          for s in range(brackets)]
+        self._intro_keys = intro_keys
+        self.settle_steps = settle_steps
+        self.stop_log = stop_log if stop_log is not None else StopLog()
+
+    def _reward(self, result: dict) -> float:
+        value = result[self._metric]
+        value = float(value) if isinstance(value, (int, float)) else float("nan")
+        return self._metric_op * value if math.isfinite(value) else -math.inf
+
+    def _events(self, result: dict) -> list[float]:
+        return [float(result[k]) for k in self._intro_keys if isinstance(result.get(k), (int, float)) and result[k] >= 0]
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if self._time_attr not in result or result.get(self._metric) is None:
+            return TrialScheduler.CONTINUE
+        step = result[self._time_attr]
+        if step >= self._max_t:  # the natural end of a trial, not an early stop
+            return TrialScheduler.STOP
+        bracket = self._trial_info[trial.trial_id]
+        action = bracket.on_result(trial.trial_id, step, self._reward(result), self._events(result))
+        if action == TrialScheduler.STOP:
+            self._num_stopped += 1
+            self.stop_log.record(trial.trial_id, step)
+            log.info("trial %s stopped by ASHA at step %d (%s %.4f)", trial.trial_id, step, self._metric,
+                     result[self._metric])
+        return action
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        bracket = self._trial_info.pop(trial.trial_id, None)
+        if bracket is None or self._time_attr not in result or result.get(self._metric) is None:
+            return
+        bracket.on_result(trial.trial_id, result[self._time_attr], self._reward(result), self._events(result))
+
+    def on_trial_remove(self, tune_controller, trial) -> None:
+        self._trial_info.pop(trial.trial_id, None)
+
+    def debug_string(self) -> str:
+        return f"Using SettleASHA (settle {self.settle_steps} steps): num_stopped={self._num_stopped}\n" + "\n".join(
+            b.debug_str() for b in self._brackets)

@@ -1,0 +1,473 @@
+"""A search space, read from ``spaces/*.yaml`` by one strict loader.
+
+A space names the metric, the trainer preset and its overrides, the fixed part of the curriculum, the
+searched parameters (``search.distributions``) and the constraints between them (``search.constraints``),
+the named curricula to run first, the searcher, the training seeds per configuration, the scheduler,
+the resources per trial and W&B. Every error is an ``InputError`` naming the space file and the key,
+raised before Ray starts. ``Space.scaled`` and ``Space.smoke`` shrink a space for laptops and tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from model import names
+from model.config import build, load_config, read_yaml
+from model.curriculum import AUX_LOSSES, Curriculum, LossSchedule, curriculum_from_dict, load_curriculum
+from model.errors import InputError
+
+from .constraints import Constraint, parse_constraint
+from .distributions import Distribution, parse_distribution
+
+SPACE_DIR = Path(__file__).resolve().parent.parent / "spaces"
+SCHEDULE_KEYS = tuple(f.name for f in dataclasses.fields(LossSchedule))
+CURRICULUM_KEYS = tuple(f"{loss}.{key}" for loss in AUX_LOSSES for key in SCHEDULE_KEYS)
+STEP_SCHEDULE_KEYS = ("intro_step", "ramp_steps")
+# Trainer settings counted in steps: --scale multiplies them with everything else.
+STEP_CONFIG_KEYS = ("optim.max_steps", "optim.warmup_steps", "train.eval_interval", "train.checkpoint_interval")
+# Set per trial by the search itself; a space may not search or override them.
+RESERVED_CONFIG_PREFIXES = ("seed", "wandb.", "train.device", "train.threads", "curriculum")
+METRICS = sorted(v for k, v in vars(names).items() if k.isupper() and isinstance(v, str) and "/" in v)
+SMOKE_STEPS = 40
+SMOKE_EVAL_INTERVAL = 10
+
+
+@dataclass
+class TrainerSpec:
+    preset: str = "tiny"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class NamedSpec:
+    curricula: list[str] = field(default_factory=list)
+    scale: float = 1.0  # the shipped curricula are written for 100K steps; 0.01 fits them to 1K
+
+
+@dataclass
+class SearcherSpec:
+    algorithm: str = "tpe"  # tpe | random | grid
+    seed: int = 0
+    num_samples: int = -1  # searched configurations; -1: the grid's size for grid, else 8
+    max_concurrent: int = 2
+    startup_trials: int = 10  # TPE draws this many at random before it models
+
+
+@dataclass
+class SchedulerSpec:
+    type: str = "asha"  # asha | fifo
+    max_t: int = 0  # steps; 0: the trainer's optim.max_steps
+    grace_period: int = 0  # steps; 0: max_t / reduction_factor ** 2
+    reduction_factor: float = 2.0
+    brackets: int = 1
+    settle_steps: int = 0  # a rung this soon after one of the trial's intro events is skipped
+
+
+@dataclass
+class ResourcesSpec:
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+
+@dataclass
+class FailureSpec:
+    max_failures: int = 2
+    num_to_keep: int = 2
+
+
+@dataclass
+class WandbSpec:
+    project: str = "curriculum-search"
+    mode: str = "offline"  # offline | online | disabled
+
+
+SECTIONS = {
+    "named": NamedSpec,
+    "searcher": SearcherSpec,
+    "scheduler": SchedulerSpec,
+    "resources": ResourcesSpec,
+    "failure": FailureSpec,
+    "wandb": WandbSpec,
+}
+TOP_KEYS = ("name", "description", "metric", "mode", "trainer", "curriculum", "search", "constraints", "seeds",
+            *SECTIONS)
+
+
+@dataclass
+class Space:
+    file: str
+    name: str
+    description: str
+    metric: str
+    mode: str
+    trainer: TrainerSpec
+    curriculum: dict[str, Any]  # the fixed part: stages, and schedule keys that are not searched
+    params: dict[str, Distribution]  # dotted key -> distribution, in the order they are drawn
+    constraints: list[Constraint]
+    named: NamedSpec
+    seeds: list[int]
+    searcher: SearcherSpec
+    scheduler: SchedulerSpec
+    resources: ResourcesSpec
+    failure: FailureSpec
+    wandb: WandbSpec
+    max_steps: int = 0
+    eval_interval: int = 0
+
+    @property
+    def num_configurations(self) -> int:
+        return len(self.named.curricula) + self.searcher.num_samples
+
+    @property
+    def num_trials(self) -> int:
+        return self.num_configurations * len(self.seeds)
+
+    def curriculum_params(self) -> list[str]:
+        return [k for k in self.params if k in CURRICULUM_KEYS]
+
+    def fixed_values(self) -> dict[str, Any]:
+        """Schedule values the fixed curriculum sets (``spectrum.intro_step`` ...), for constraints."""
+        out = {}
+        for loss in AUX_LOSSES:
+            for key, value in (self.curriculum.get(loss) or {}).items():
+                out[f"{loss}.{key}"] = value
+        return out
+
+    def curriculum_for(self, values: dict[str, Any], name: str = "searched") -> Curriculum:
+        """The fixed curriculum with the searched schedule values filled in."""
+        data = {"name": name, "stages": self.curriculum.get("stages"),
+                "description": self.curriculum.get("description", "")}
+        for loss in AUX_LOSSES:
+            schedule = dict(self.curriculum.get(loss) or {})
+            for key in SCHEDULE_KEYS:
+                if f"{loss}.{key}" in values:
+                    schedule[key] = values[f"{loss}.{key}"]
+                    if key == "intro_step":
+                        schedule.pop("intro_accuracy", None)
+                    elif key == "intro_accuracy":
+                        schedule.pop("intro_step", None)
+            if schedule:
+                data[loss] = schedule
+        return curriculum_from_dict(data, self.file, default_name=name)
+
+    def named_curriculum(self, name: str) -> Curriculum:
+        curriculum = load_curriculum(name)
+        return curriculum if self.named.scale == 1.0 else curriculum.scaled(self.named.scale)
+
+    def trainer_overrides(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The preset overrides, plus every searched key that is a trainer setting."""
+        return {**self.trainer.overrides, **{k: v for k, v in values.items() if k not in CURRICULUM_KEYS}}
+
+    def scaled(self, factor: float) -> Space:
+        """Every step count times ``factor``: stages, intro and ramp steps, max_t, grace period, evaluation."""
+        if factor == 1.0:
+            return self
+
+        def steps(n: int, least: int = 1) -> int:
+            return max(least, round(n * factor))
+
+        overrides = dict(self.trainer.overrides)
+        base = load_config(self.trainer.preset, overrides)
+        for key in STEP_CONFIG_KEYS:
+            section, attr = key.split(".")
+            value = getattr(getattr(base, section), attr)
+            least = 0 if key in ("optim.warmup_steps", "train.checkpoint_interval") else 1
+            overrides[key] = steps(value, least) if value else value
+        curriculum = dict(self.curriculum)
+        if curriculum.get("stages"):
+            curriculum["stages"] = [{**s, "steps": steps(s["steps"])} for s in curriculum["stages"]]
+        for loss in AUX_LOSSES:
+            if curriculum.get(loss):
+                curriculum[loss] = {k: (steps(v, 0) if k in STEP_SCHEDULE_KEYS and v is not None else v)
+                                    for k, v in curriculum[loss].items()}
+        params = {k: (d.scaled(factor) if _is_step_key(k) else d) for k, d in self.params.items()}
+        constraints = [dataclasses.replace(c, offset=c.offset * factor) if _is_step_key(c.left) else c
+                       for c in self.constraints]
+        sched = self.scheduler
+        scheduler = dataclasses.replace(sched, max_t=steps(sched.max_t), grace_period=steps(sched.grace_period),
+                                        settle_steps=steps(sched.settle_steps, 0))
+        named = dataclasses.replace(self.named, scale=self.named.scale * factor)
+        out = dataclasses.replace(self, trainer=TrainerSpec(self.trainer.preset, overrides), curriculum=curriculum,
+                                  params=params, constraints=constraints, scheduler=scheduler, named=named)
+        return validate(out)
+
+    def smoke(self) -> Space:
+        """The same space shrunk to seconds: tiny model, a few dozen steps, two configurations, one seed."""
+        space = self.scaled(SMOKE_STEPS / self.max_steps) if self.max_steps > SMOKE_STEPS else self
+        overrides = {k: v for k, v in space.trainer.overrides.items() if not k.startswith(("model.", "data."))}
+        overrides.update({"train.eval_interval": min(SMOKE_EVAL_INTERVAL, space.max_steps),
+                          "data.batch_size": 16, "data.val_size": 64})
+        if "optim.warmup_steps" in overrides:
+            overrides["optim.warmup_steps"] = min(overrides["optim.warmup_steps"], space.max_steps)
+        params = {k: (dataclasses.replace(d, values=d.values[:2]) if d.kind == "grid" else d)
+                  for k, d in space.params.items()}
+        grid = space.searcher.algorithm == "grid"
+        searcher = dataclasses.replace(space.searcher, max_concurrent=min(2, space.searcher.max_concurrent),
+                                       num_samples=-1 if grid else min(2, space.searcher.num_samples))
+        sched = space.scheduler
+        grace = min(max(sched.grace_period, SMOKE_EVAL_INTERVAL), sched.max_t)
+        scheduler = dataclasses.replace(sched, grace_period=grace)
+        out = dataclasses.replace(
+            space, trainer=TrainerSpec("tiny", overrides), params=params, searcher=searcher, scheduler=scheduler,
+            named=dataclasses.replace(space.named, curricula=space.named.curricula[:2]), seeds=space.seeds[:1],
+            resources=ResourcesSpec(cpu=1.0, gpu=0.0))
+        return validate(out)
+
+
+def _is_step_key(key: str) -> bool:
+    return key.rsplit(".", 1)[-1] in STEP_SCHEDULE_KEYS or key in STEP_CONFIG_KEYS
+
+
+def resolve_space(name_or_path: str | Path) -> Path:
+    """A path to a space YAML, or the name of a shipped one (``quickstart``)."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    shipped = SPACE_DIR / f"{name_or_path}.yaml"
+    return shipped if shipped.is_file() else path
+
+
+def load_space(path: str | Path, *, scale: float = 1.0, smoke: bool = False, num_samples: int | None = None) -> Space:
+    """Read and validate a space file; then apply ``--scale``, ``--smoke`` and ``--num-samples``."""
+    path = resolve_space(path)
+    data = read_yaml(path)
+    space = parse_space(data, str(path))
+    if num_samples is not None:
+        if num_samples < 0:
+            raise InputError(path, "--num-samples", f"must be >= 0, got {num_samples}")
+        space = validate(dataclasses.replace(space, searcher=dataclasses.replace(space.searcher,
+                                                                                 num_samples=num_samples)))
+    if not (scale > 0 and math.isfinite(scale)):
+        raise InputError(path, "--scale", f"must be a number > 0, got {scale}")
+    space = space.scaled(scale)
+    return space.smoke() if smoke else space
+
+
+def parse_space(data: dict[str, Any], file: str) -> Space:
+    for key in data:
+        if key not in TOP_KEYS:
+            raise InputError(file, key, f"unknown key; allowed: {', '.join(TOP_KEYS)}")
+    for required in ("name", "trainer"):
+        if required not in data:
+            raise InputError(file, required, "missing")
+    name = data["name"]
+    if not isinstance(name, str) or not name or any(c in name for c in "/\\ ") or name.startswith("."):
+        raise InputError(file, "name", f"expected a short name without spaces or slashes, got {name!r}")
+    sections = {}
+    for key, cls in SECTIONS.items():
+        raw = data.get(key) or {}
+        if not isinstance(raw, dict):
+            raise InputError(file, key, f"expected a mapping, got {raw!r}")
+        sections[key] = build(cls, raw, file, key)
+    trainer_raw = data["trainer"]
+    if not isinstance(trainer_raw, dict):
+        raise InputError(file, "trainer", f"expected a mapping with preset and overrides, got {trainer_raw!r}")
+    for key in trainer_raw:
+        if key not in ("preset", "overrides"):
+            raise InputError(file, f"trainer.{key}", "unknown key; allowed: preset, overrides")
+    preset = trainer_raw.get("preset", "tiny")
+    if not isinstance(preset, str) or not preset:
+        raise InputError(file, "trainer.preset", f"expected a preset name or path, got {preset!r}")
+    overrides = trainer_raw.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise InputError(file, "trainer.overrides", f"expected a mapping of dotted keys, got {overrides!r}")
+    curriculum = data.get("curriculum") or {}
+    if not isinstance(curriculum, dict):
+        raise InputError(file, "curriculum", f"expected a mapping with stages, got {curriculum!r}")
+    search_raw = data.get("search") or {}
+    if not isinstance(search_raw, dict):
+        raise InputError(file, "search", f"expected a mapping of dotted keys to distributions, got {search_raw!r}")
+    params = {str(k): parse_distribution(v, file, f"search.{k}") for k, v in search_raw.items()}
+    constraints_raw = data.get("constraints") or []
+    if not isinstance(constraints_raw, list):
+        raise InputError(file, "constraints", f"expected a list of strings, got {constraints_raw!r}")
+    constraints = [parse_constraint(c, file, f"constraints[{i}]") for i, c in enumerate(constraints_raw)]
+    seeds = data.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
+        raise InputError(file, "seeds", f"expected a non-empty list of integer training seeds, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise InputError(file, "seeds", f"seeds repeat: {seeds}")
+    metric = data.get("metric", names.VAL_ACCURACY)
+    mode = data.get("mode", "max")
+    space = Space(file=file, name=name, description=str(data.get("description") or ""), metric=metric, mode=mode,
+                  trainer=TrainerSpec(preset, dict(overrides)), curriculum=curriculum, params=params,
+                  constraints=constraints, seeds=list(seeds), **sections)
+    return validate(space)
+
+
+def validate(space: Space) -> Space:
+    """Check every rule that needs more than one key; fills max_steps, eval_interval and defaults."""
+    file = space.file
+
+    def need(ok: bool, key: str, message: str) -> None:
+        if not ok:
+            raise InputError(file, key, message)
+
+    need(space.metric in METRICS, "metric", f"unknown metric {space.metric!r}; allowed: {', '.join(METRICS)}")
+    need(space.mode in ("max", "min"), "mode", f"must be max or min, got {space.mode!r}")
+
+    # Trainer: the preset and overrides must load, and every searched trainer key must accept its range.
+    for key in space.trainer.overrides:
+        need(not str(key).startswith(RESERVED_CONFIG_PREFIXES), f"trainer.overrides.{key}",
+             "is set by the search for every trial (seeds, W&B, device, threads, curriculum)")
+    cfg = _load_trainer(space, space.trainer.overrides, "trainer.overrides")
+    space.max_steps, space.eval_interval = cfg.optim.max_steps, cfg.train.eval_interval
+    for key, dist in space.params.items():
+        if key in CURRICULUM_KEYS:
+            continue
+        need(not key.startswith(RESERVED_CONFIG_PREFIXES), f"search.{key}",
+             "is set by the search for every trial; search curriculum keys or trainer settings")
+        if "." not in key:
+            raise InputError(file, f"search.{key}", "unknown key; search spectrum.* or precursor.* "
+                             f"({', '.join(SCHEDULE_KEYS)}) or a dotted trainer setting such as optim.lr")
+        for value in _probe_values(dist):
+            _load_trainer(space, {**space.trainer.overrides, key: value}, f"search.{key}")
+
+    # Curriculum: searched schedule values in range, the fixed part complete.
+    for key, dist in space.params.items():
+        if key not in CURRICULUM_KEYS:
+            continue
+        attr = key.split(".", 1)[1]
+        extent = dist.extent()
+        need(extent is not None, f"search.{key}", "expected numbers")
+        lo, hi = extent
+        if attr.endswith("_weight"):
+            need(lo >= 0, f"search.{key}.low", f"weights must be >= 0, got {lo}")
+        elif attr == "intro_step":
+            need(lo >= 0, f"search.{key}.low", f"must be >= 0, got {lo}")
+            need(hi < space.max_steps, f"search.{key}.high",
+                 f"{hi:g} is not before the last step (optim.max_steps={space.max_steps})")
+        elif attr == "ramp_steps":
+            need(lo >= 0, f"search.{key}.low", f"must be >= 0, got {lo}")
+        elif attr == "intro_accuracy":
+            need(0 < lo and hi <= 1, f"search.{key}", f"must lie in (0, 1], got {lo:g}..{hi:g}")
+        if attr in ("intro_step", "ramp_steps"):
+            need(dist.is_integer, f"search.{key}.dist", f"step counts need randint, qrandint or integer choices, "
+                                                        f"got {dist.kind}")
+    if space.params.keys() & set(CURRICULUM_KEYS):
+        need(bool(space.curriculum.get("stages")), "curriculum.stages",
+             "missing: searched curriculum keys need the fixed part (length and noise stages)")
+        for probe in ("low", "high"):
+            values = {k: _bound(d, probe) for k, d in space.params.items() if k in CURRICULUM_KEYS}
+            try:
+                space.curriculum_for(values).validate_steps(space.max_steps, file)
+            except InputError as err:
+                key = f"search.{err.key}" if err.key in space.params else f"curriculum.{err.key}"
+                raise InputError(file, key, err.message) from None
+    elif space.curriculum:
+        need(False, "curriculum", "a fixed curriculum with nothing searched: list it under named.curricula instead")
+
+    # Constraints refer to searched or fixed values and can hold at all.
+    fixed = space.fixed_values()
+    for i, c in enumerate(space.constraints):
+        for side in (c.left, c.right):
+            need(side in space.params or side in fixed, f"constraints[{i}]",
+                 f"{side!r} is neither searched nor set in the fixed curriculum")
+        need(c.left in space.params or c.right in space.params, f"constraints[{i}]",
+             f"{c.text!r} ties two fixed values; nothing to constrain")
+        a, b = _extent(space, c.left, fixed), _extent(space, c.right, fixed)
+        if a and b:
+            ok = a[1] >= b[0] + c.offset if c.op == ">=" else a[0] <= b[1] + c.offset
+            need(ok, f"constraints[{i}]", f"{c.text!r} can never hold: {c.left} spans {a[0]:g}..{a[1]:g}, "
+                                          f"{c.right} spans {b[0]:g}..{b[1]:g}")
+
+    # Named curricula exist.
+    for i, name in enumerate(space.named.curricula):
+        try:
+            load_curriculum(name)
+        except InputError as err:
+            raise InputError(file, f"named.curricula[{i}]", f"{name!r}: {err.message}") from None
+    need(space.named.scale > 0, "named.scale", f"must be > 0, got {space.named.scale}")
+    need(len(set(space.named.curricula)) == len(space.named.curricula), "named.curricula", "names repeat")
+
+    # Searcher.
+    s = space.searcher
+    need(s.algorithm in ("tpe", "random", "grid"), "searcher.algorithm",
+         f"must be tpe, random or grid, got {s.algorithm!r}")
+    for key, dist in space.params.items():
+        if s.algorithm == "grid":
+            need(dist.kind in ("grid", "choice"), f"search.{key}.dist",
+                 f"searcher.algorithm grid needs grid (or choice) values, got {dist.kind}")
+        else:
+            need(dist.kind != "grid", f"search.{key}.dist",
+                 f"grid values need searcher.algorithm: grid (this space uses {s.algorithm})")
+    if s.algorithm == "grid":
+        size = math.prod(len(d.values) for d in space.params.values()) if space.params else 0
+        need(s.num_samples in (-1, size), "searcher.num_samples",
+             f"a grid search runs its {size} points; leave num_samples out or set it to {size}")
+        space.searcher = dataclasses.replace(s, num_samples=size)
+    elif s.num_samples == -1:
+        space.searcher = dataclasses.replace(s, num_samples=8 if space.params else 0)
+    s = space.searcher
+    need(s.num_samples >= 0, "searcher.num_samples", f"must be >= 0, got {s.num_samples}")
+    need(s.num_samples == 0 or bool(space.params), "searcher.num_samples",
+         f"is {s.num_samples} but nothing is searched (no search: keys)")
+    need(s.max_concurrent >= 1, "searcher.max_concurrent", f"must be >= 1, got {s.max_concurrent}")
+    need(s.startup_trials >= 0, "searcher.startup_trials", f"must be >= 0, got {s.startup_trials}")
+    need(space.num_configurations > 0, "searcher.num_samples",
+         "nothing to run: no named curricula and no searched configurations")
+
+    # Scheduler.
+    sc = space.scheduler
+    need(sc.type in ("asha", "fifo"), "scheduler.type", f"must be asha or fifo, got {sc.type!r}")
+    if sc.max_t == 0:
+        space.scheduler = sc = dataclasses.replace(sc, max_t=space.max_steps)
+    need(0 < sc.max_t <= space.max_steps, "scheduler.max_t",
+         f"must be in 1..optim.max_steps ({space.max_steps}), got {sc.max_t}")
+    need(sc.reduction_factor > 1, "scheduler.reduction_factor", f"must be > 1, got {sc.reduction_factor}")
+    if sc.grace_period == 0:
+        grace = max(space.eval_interval, round(sc.max_t / sc.reduction_factor ** 2))
+        space.scheduler = sc = dataclasses.replace(sc, grace_period=min(grace, sc.max_t))
+    need(sc.grace_period >= 1, "scheduler.grace_period", f"must be >= 1, got {sc.grace_period}")
+    need(sc.grace_period <= sc.max_t, "scheduler.grace_period",
+         f"{sc.grace_period} is above max_t ({sc.max_t}): no trial could ever be judged")
+    need(sc.brackets >= 1, "scheduler.brackets", f"must be >= 1, got {sc.brackets}")
+    need(sc.settle_steps >= 0, "scheduler.settle_steps", f"must be >= 0, got {sc.settle_steps}")
+
+    # Resources, failures, W&B.
+    r = space.resources
+    need(r.cpu > 0, "resources.cpu", f"must be > 0, got {r.cpu}")
+    need(r.gpu >= 0, "resources.gpu", f"must be >= 0, got {r.gpu}")
+    need(r.gpu <= 1 or float(r.gpu).is_integer(), "resources.gpu",
+         f"a trial takes a fraction of one GPU (0 < gpu <= 1) or whole GPUs, got {r.gpu}")
+    need(space.failure.max_failures >= 0, "failure.max_failures", f"must be >= 0, got {space.failure.max_failures}")
+    need(space.failure.num_to_keep >= 1, "failure.num_to_keep", f"must be >= 1, got {space.failure.num_to_keep}")
+    need(space.wandb.mode in ("offline", "online", "disabled"), "wandb.mode",
+         f"must be offline, online or disabled, got {space.wandb.mode!r}")
+    need(bool(space.wandb.project), "wandb.project", "must not be empty")
+    return space
+
+
+def _load_trainer(space: Space, overrides: dict[str, Any], where: str):
+    """Load the preset with overrides; an error names the space file and ``where`` (plus the key)."""
+    try:
+        return load_config(space.trainer.preset, overrides)
+    except InputError as err:
+        if err.key == "preset":
+            raise InputError(space.file, "trainer.preset", err.message) from None
+        key = where if where.startswith("search.") else f"{where}.{err.key}"
+        raise InputError(space.file, key, f"{err.message} (checked against preset {err.file})") from None
+
+
+def _probe_values(dist: Distribution) -> list[Any]:
+    if dist.kind in ("choice", "grid"):
+        return list(dist.values)
+    return [dist.low, dist.high]
+
+
+def _bound(dist: Distribution, which: str) -> Any:
+    if dist.kind in ("choice", "grid"):
+        numbers = sorted(dist.values, key=lambda v: (isinstance(v, str), v))
+        return numbers[0] if which == "low" else numbers[-1]
+    return dist.low if which == "low" else dist.high
+
+
+def _extent(space: Space, key: str, fixed: dict[str, Any]) -> tuple[float, float] | None:
+    if key in space.params:
+        return space.params[key].extent()
+    value = fixed.get(key)
+    return (float(value), float(value)) if isinstance(value, (int, float)) else None

@@ -1,0 +1,145 @@
+"""The Ray Tune function trainable: one trial runs the real trainer on its configuration.
+
+It reports every evaluation row (every ``model.names`` metric, all finite, plus ``search/diverged``) with
+the trainer's checkpoint directory, so Ray keeps the checkpoint and a restarted trial (after a failure,
+or after ``--resume`` of a killed search) continues from it exactly: ``last.pt`` holds the model,
+optimizer, RNG, data stream, gate state, counters and metric history.
+
+The trainer writes into the trial's working directory (``metrics.csv``, ``summary.json``,
+``checkpoints/``, ``wandb/``); Ray syncs it into the trial directory under the experiment.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from model import names
+from model.config import load_config
+from model.curriculum import curriculum_from_dict
+
+from .trials import DIVERGED_KEY
+
+log = logging.getLogger(__name__)
+
+
+def trial_overrides(config: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """Trainer overrides for one trial: the space's, then seed, W&B, device and threads."""
+    resources = config.get("resources", {})
+    wandb = config["wandb"]
+    tags = [config["label"][:64]] + ([config["family"]] if config["family"] != config["label"] else [])
+    overrides = {
+        **config["trainer"]["overrides"],
+        "seed": config["seed"],
+        "wandb.mode": wandb["mode"],
+        "wandb.project": wandb["project"],
+        "wandb.group": wandb["group"],
+        "wandb.tags": tags,
+        "wandb.dir": str(out_dir),
+        "train.progress": False,
+        "train.threads": max(1, int(resources.get("cpu", 1))),
+    }
+    if not resources.get("gpu"):
+        overrides["train.device"] = "cpu"
+    return overrides
+
+
+def run_trial(config: dict[str, Any]) -> dict:
+    """The trainable: build the config and curriculum, restore if Ray hands a checkpoint, train, report."""
+    from model.train import train  # torch and the model load in the worker, not in the driver
+
+    context = tune.get_context()
+    out_dir = Path(context.get_trial_dir())  # the trial's working directory, synced into the trial directory
+    cfg = load_config(config["trainer"]["preset"], trial_overrides(config, out_dir))
+    curriculum = curriculum_from_dict(config["curriculum"], "params.json", default_name=config["family"])
+
+    resume = False
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as ckpt:
+            target = out_dir / "checkpoints"
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(Path(ckpt) / "last.pt", target / "last.pt")
+        resume = True
+        log.info("trial %s: restoring from %s", context.get_trial_id(), checkpoint.path)
+
+    limit = cfg.train.max_nonfinite_streak
+
+    def on_eval(row: dict[str, float], checkpoint_dir: Path) -> None:
+        tune.report(reportable(row, limit), checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+
+    run_name = f"{context.get_trial_id()} {config['label']} s{config['seed']}"
+    try:
+        summary = train(cfg, curriculum, out_dir, resume=resume, on_eval=on_eval,
+                        wandb_run_id=_wandb_id(context.get_trial_id()), wandb_run_name=run_name)
+    except SystemExit:  # Ray stops the trial (ASHA, or the search ends) from inside tune.report
+        _finish_wandb("stopped")
+        raise
+    except BaseException:
+        _finish_wandb("errored")
+        raise
+    if summary.get(names.STATUS) == "diverged":
+        # The trainer's last evaluation of a diverged run comes after its last on_eval: report it here,
+        # so the scheduler, the searcher and the report see the trial's end and its NaN count.
+        last = last_row(out_dir / "metrics.csv")
+        if last is not None:
+            last[DIVERGED_KEY] = 1.0
+            tune.report(reportable(last, limit))
+    return summary
+
+
+def reportable(row: dict[str, float], nonfinite_limit: int) -> dict[str, float]:
+    """Every value a finite float (NaN and None become ``names.MISSING``), plus the diverged flag."""
+    out = {k: (float(v) if isinstance(v, (int, float)) and math.isfinite(v) else names.MISSING)
+           for k, v in row.items()}
+    out[names.STEP] = int(row[names.STEP])
+    out.setdefault(DIVERGED_KEY, 1.0 if out.get(names.NONFINITE_STREAK, 0) >= nonfinite_limit else 0.0)
+    return out
+
+
+def last_row(metrics_csv: Path) -> dict[str, float] | None:
+    """The last row of metrics.csv, with empty cells (the trainer's missing values) as ``names.MISSING``."""
+    if not metrics_csv.is_file():
+        return None
+    with open(metrics_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None
+    return {k: (float(v) if v not in ("", None) else names.MISSING) for k, v in rows[-1].items()}
+
+
+def _finish_wandb(status: str) -> None:
+    """Close the W&B run that the trainer left open when it was stopped: the actor may be reused."""
+    wandb = sys.modules.get("wandb")
+    run = getattr(wandb, "run", None) if wandb is not None else None
+    if run is not None:
+        try:
+            run.summary[names.STATUS] = status
+            run.finish(exit_code=0 if status == "stopped" else 1)
+        except Exception as err:  # closing the log must not mask why the trial ended
+            log.warning("could not finish the W&B run: %s", err)
+
+
+def _wandb_id(trial_id: str) -> str:
+    """A W&B run id per trial that stays the same when the trial resumes."""
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in trial_id)
+
+
+def trial_dirname(trial) -> str:
+    """``<trial id>_<curriculum slug>``: unique and readable in a directory listing."""
+    from .trials import slug
+
+    config = trial.config or {}
+    return f"{trial.trial_id}_{slug(str(config.get('label', 'trial')))}_s{config.get('seed', 0)}"
+
+
+def trial_name(trial) -> str:
+    config = trial.config or {}
+    return f"{config.get('label', trial.trial_id)} s{config.get('seed', 0)}"
