@@ -30,6 +30,7 @@ from .ranking import group_table, rank
 log = logging.getLogger(__name__)
 
 RAY_KEYS_KEPT = ("training_iteration", "time_total_s", "done")
+DIVERGED_KEY = "search/diverged"  # the search's verdict, reported on a diverged trial's rows (search.trials)
 
 
 @dataclass
@@ -158,6 +159,8 @@ def _history(results: list[dict[str, Any]], tid: str, label: str) -> pd.DataFram
     frame = pd.DataFrame(kept)
     if frame.empty:
         return frame
+    # The trainable's last report repeats the last evaluation with the trainer's summary: keep one row a step.
+    frame = frame.drop_duplicates(subset=names.STEP, keep="last").reset_index(drop=True)
     for column in frame.columns:
         if "/" in column:  # every model.names metric uses -1 for "no value"
             frame[column] = pd.to_numeric(frame[column], errors="coerce").replace(names.MISSING, np.nan)
@@ -226,6 +229,10 @@ def _status(entry: dict, results: list[dict], meta: dict, trial_dir: Path | None
     """The trial's status and where it stopped, from trials.json, else inferred from its results."""
     status = entry.get("status")
     stopped_at = entry.get("stopped_at_step")
+    last = results[-1] if results else {}
+    # The trainer's own verdict on its last row outranks an index that calls the trial merely finished.
+    if last.get(names.STATUS) == "diverged" or _number(last.get(DIVERGED_KEY)) >= 1:
+        return "diverged", stopped_at if stopped_at is not None else last.get(names.STEP)
     if status == "reached_target":
         status = "completed"
     if status in ("completed", "stopped", "diverged", "errored"):
@@ -256,6 +263,10 @@ def _detail(status: str, step: Any, error: str | None, meta: dict) -> str:
         first = str(error).strip().splitlines()[-1] if str(error).strip() else ""
         return f"errored: {first[:80]}"
     return status
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
 
 
 def _last(h: pd.DataFrame, column: str) -> float:

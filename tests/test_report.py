@@ -280,3 +280,127 @@ def test_bad_search_json_is_an_input_error(tmp_path):
     (tmp_path / "exp" / "search.json").write_text("{not json")
     with pytest.raises(report.InputError, match="search.json: line 1: not valid JSON"):
         report.load(tmp_path / "exp")
+
+
+# --- end to end: a real search, then its report ----------------------------------------------------
+
+E2E_SPACE = """
+name: report_e2e
+description: "two named curricula x 2 seeds; a configuration that never learns, one that diverges"
+metric: val/token_accuracy
+mode: max
+trainer:
+  preset: tiny
+  overrides:
+    optim.max_steps: 30
+    optim.warmup_steps: 2
+    train.eval_interval: 10
+    train.stop_at_accuracy: 0.0
+    train.max_nonfinite_streak: 15
+    data.batch_size: 16
+    data.val_size: 64
+curriculum:
+  stages:
+    - {name: all, steps: 30, min_length: 7, max_length: 10, noise_peaks: 0}
+  spectrum: {intro_step: 0, start_weight: 0.0, final_weight: 0.0}
+search:
+  # Every loss NaN from step 0 (never learns: ASHA stops it at step 10) or from step 12 (a streak of
+  # 15 NaN steps diverges it at step 27).
+  train.debug_nonfinite_from_step: {dist: grid, values: [0, 12]}
+  spectrum.final_weight: {dist: grid, values: [0.0]}
+named:
+  curricula: [revised, original]
+  scale: 0.0004
+searcher:
+  algorithm: grid
+  seed: 0
+  max_concurrent: 1  # one at a time: which trial reaches the rung first is then fixed
+seeds: [0, 1]
+scheduler:
+  type: asha
+  max_t: 30
+  grace_period: 10
+  reduction_factor: 3
+  # The named curricula switch the spectrum loss on at step 6, so ASHA skips their rung at step 10
+  # and both seeds of each run to the end: the replicates the report groups.
+  settle_steps: 10
+resources: {cpu: 1, gpu: 0}
+failure: {max_failures: 0, num_to_keep: 1}
+wandb: {project: curriculum-search, mode: disabled}
+"""
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory) -> Path:
+    """A real search (Ray Tune, ASHA, grid searcher, the tiny trainer): 8 trials, about a minute on 2 cores."""
+    pytest.importorskip("search.run")
+    root = tmp_path_factory.mktemp("e2e")
+    (root / "space.yaml").write_text(E2E_SPACE)
+    run = subprocess.run([sys.executable, "-m", "search.run", "--space", str(root / "space.yaml"),
+                          "--storage", str(root / "out"), "--live-interval", "1000", "--wandb-mode", "disabled"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return root / "out" / "report_e2e"
+
+
+@pytest.mark.slow
+def test_end_to_end_statuses_of_stopped_and_diverged_trials(searched):
+    t = report.load(searched)
+    assert len(t) == 8
+    for name in ("revised", "original"):
+        assert t.loc[t[C.LABEL] == name, C.STATUS].tolist() == ["completed", "completed"]
+    never = t[t[C.LABEL].str.contains("from_step=0")]
+    assert never[C.STATUS_DETAIL].tolist() == ["stopped by ASHA at step 10"] * 2
+    late = t[t[C.LABEL].str.contains("from_step=12")]
+    diverged = late[late[C.STATUS] == "diverged"]
+    assert len(diverged) >= 1  # the second seed may be stopped at step 10 first, if it is the weaker there
+    assert diverged[C.STATUS_DETAIL].tolist() == ["diverged at step 27"] * len(diverged)
+    assert (diverged[C.NAN_COUNT] == 15).all()
+    # Every early stop the search recorded is in the report, at the same step.
+    index = json.loads((searched / "trials.json").read_text())
+    by_id = t.set_index(C.TRIAL_ID)
+    for tid, entry in index.items():
+        if entry["status"] == "stopped":
+            assert by_id.loc[tid, C.STATUS] == "stopped" and by_id.loc[tid, C.REACHED_STEP] == entry["stopped_at_step"]
+
+
+@pytest.mark.slow
+def test_end_to_end_ranking_rule(searched):
+    t = report.load(searched)
+    tiers = t[C.STATUS].map(C.TIER).tolist()
+    assert tiers == sorted(tiers) and tiers[-1] == C.TIER["diverged"]
+    done = t[t[C.STATUS] == "completed"]
+    assert done[C.FINAL_ACC].is_monotonic_decreasing and len(done) == 4
+    stopped = t[t[C.STATUS] == "stopped"]
+    keys = list(zip(-stopped[C.REACHED_STEP], -stopped[C.FINAL_ACC]))
+    assert keys == sorted(keys)
+
+
+@pytest.mark.slow
+def test_end_to_end_groups_replicates_and_tests_them(searched):
+    from scipy import stats as sps
+
+    exp = report.load_experiment(searched)
+    groups = exp.groups().set_index(C.GROUP)
+    assert groups.loc["revised", C.GROUP_SEEDS] == 2 and groups.loc["original", C.GROUP_SEEDS] == 2
+    done = exp.completed()
+    values = {name: done.loc[done[C.LABEL] == name, C.FINAL_ACC].to_numpy() for name in ("revised", "original")}
+    best, other = sorted(values, key=lambda n: -values[n].mean())
+    comparison = next(c for c in exp.comparisons() if {c.best, c.other} == {best, other})
+    assert comparison.best == best
+    assert comparison.p_value == pytest.approx(sps.ttest_ind(values[best], values[other], equal_var=False).pvalue)
+    assert comparison.difference == pytest.approx(100 * (values[best].mean() - values[other].mean()))
+    assert f"{best} beats {other} by" in comparison.sentence() and "2 seeds each" in comparison.sentence()
+
+
+@pytest.mark.slow
+def test_end_to_end_report_written_by_the_search_references_every_plot(searched):
+    out = searched / "report"
+    page = (out / "report.html").read_text()  # written by search.run at its end
+    pngs = sorted((out / "plots").glob("*.png"))
+    assert {p.stem for p in pngs} == {"accuracy_vs_step", "losses_vs_step", "accuracy_by_curriculum",
+                                      "accuracy_vs_params", "coverage_vs_accuracy"}
+    for png in pngs:
+        assert f"plots/{png.name}" in page and base64.b64encode(png.read_bytes()).decode() in page
+    assert report.main([str(searched)]) == 0  # the command line rewrites it at any time
+    assert (out / "ranking.csv").is_file() and (out / "trials.parquet").is_file()
