@@ -117,7 +117,7 @@ def _read_trial(trial_dir: Path | None, tid: str | None, entry: dict | None,
     }
     row.update(_parameters(config, trial_dir))
     row.update(_metrics(history))
-    row.update(_intros(history, config, row))
+    row.update(_intros(history, row))
     status, stopped_at = _status(entry, results, meta, trial_dir)
     last_step = row[C.STEPS]
     row[C.REACHED_STEP] = stopped_at if stopped_at is not None else last_step
@@ -205,15 +205,22 @@ def _metrics(h: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def _intros(h: pd.DataFrame, config: dict, row: dict) -> dict[str, Any]:
+def _intros(h: pd.DataFrame, row: dict) -> dict[str, Any]:
     """Measured intro step of each auxiliary loss, and its gradient strength at the first evaluation after."""
     out: dict[str, Any] = {}
+    steps = row.get(C.STEPS)
+    reached = steps if isinstance(steps, (int, float)) and math.isfinite(steps) else -math.inf
     for loss in AUX_LOSSES:
-        at = _last(h, names.INTRO_STEP_NAMES[loss])
-        planned = row.get(f"{loss}.intro_step")
-        if not math.isfinite(at) and isinstance(planned, (int, float)) and row.get(f"{loss}.intro_accuracy") is None:
-            steps = row.get(C.STEPS)
-            at = float(planned) if steps is not None and math.isfinite(steps) and planned <= steps else math.nan
+        column = names.INTRO_STEP_NAMES[loss]
+        if column in h:  # the trainer reports the planned step (or the step a gate opened) on every row
+            at = _last(h, column)
+        else:  # results without it: the curriculum's fixed intro, if the loss is ever switched on
+            planned = row.get(f"{loss}.intro_step")
+            weights = [row.get(f"{loss}.{k}") for k in ("start_weight", "final_weight")]
+            on = any(isinstance(w, (int, float)) and w > 0 for w in weights)
+            at = float(planned) if isinstance(planned, (int, float)) and on else math.nan
+        if not at <= reached:  # planned, but the trial stopped before it (NaN stays NaN)
+            at = math.nan
         out[C.INTRO_AT[loss]] = at
         ratio_name, cosine_name = names.GRAD_NAMES[loss]
         ratio = cosine = math.nan

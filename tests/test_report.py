@@ -94,7 +94,7 @@ def write_trial(exp: Path, index: int, *, label: str, final: float, status: str 
             ratio, cosine = names.GRAD_NAMES[loss]
             intro = events.get(loss)
             on = intro is not None and step >= intro
-            row[names.INTRO_STEP_NAMES[loss]] = float(intro) if on else names.MISSING
+            row[names.INTRO_STEP_NAMES[loss]] = float(intro) if intro is not None else names.MISSING  # as planned
             row[ratio] = (0.2 + 0.1 * i / 10) if on else names.MISSING
             row[cosine] = 0.3 if on else names.MISSING
         lines.append(json.dumps(row))
@@ -148,7 +148,8 @@ def test_steps_to_90_breaks_ties_and_never_ranks_last(tmp_path):
 
 def test_columns_parameters_and_missing_values(tmp_path):
     write_experiment(tmp_path / "exp", [dict(label="rev", final=0.7, curriculum="revised"),
-                                        dict(label="orig", final=0.6, curriculum="original")])
+                                        dict(label="orig", final=0.6, curriculum="original"),
+                                        dict(label="cut", final=0.5, status="stopped", stop_at=200)])
     trials = report.load(tmp_path / "exp").set_index(C.LABEL)
     # Readable curriculum parameters: the scaled intro steps (revised: 15K and 30K of 100K, at MAX_T 1000).
     assert trials.loc["rev", "spectrum.intro_step"] == 150 and trials.loc["rev", "precursor.intro_step"] == 300
@@ -157,12 +158,14 @@ def test_columns_parameters_and_missing_values(tmp_path):
     assert trials.loc["rev", C.INTRO_AT["spectrum"]] == 150
     assert trials.loc["rev", C.GRAD_RATIO_AT_INTRO["spectrum"]] == pytest.approx(0.2 + 0.1 * 2 / 10)
     assert math.isnan(trials.loc["orig", C.GRAD_RATIO_AT_INTRO["precursor"]])
+    # Stopped at 200: the spectrum loss came in at 150, the precursor loss planned for 300 never did.
+    assert trials.loc["cut", C.INTRO_AT["spectrum"]] == 150 and math.isnan(trials.loc["cut", C.INTRO_AT["precursor"]])
     assert trials.loc["rev", C.STEPS_TO_90] != trials.loc["rev", C.STEPS_TO_90]  # NaN: never reached 90%
     assert 0 < trials.loc["rev", C.PEPTIDE_RECALL] < 1  # only the last evaluation had it
     assert trials.loc["rev", C.STEPS] == MAX_T and trials.loc["rev", C.WALL_H] == pytest.approx(500 / 3600)
     history = report.load_history(tmp_path / "exp")
-    assert len(history) == 2 * MAX_T // EVAL_EVERY
-    assert history[names.VAL_PEPTIDE_RECALL].notna().sum() == 2  # -1 became NaN
+    assert len(history) == 2 * MAX_T // EVAL_EVERY + 2
+    assert history[names.VAL_PEPTIDE_RECALL].notna().sum() == 3  # -1 became NaN
     assert "config" not in history and "timestamp" not in history
 
 
