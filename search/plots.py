@@ -8,6 +8,7 @@ has nothing to draw (no history yet, nothing searched, no replicates); ``write_a
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -96,14 +97,14 @@ def accuracy_vs_step_figure(exp: Experiment, top: int) -> Figure | None:
             if curve.empty:
                 continue
             seeds = f" ({len(trials)} seeds)" if len(trials) > 1 else ""
-            ax.plot(curve.index, 100 * curve.values, color=color, lw=1.6, alpha=0.9,
+            ax.plot(curve.index, 100 * curve.values, color=color, lw=1.6, alpha=0.9, marker=".", ms=4,
                     ls=STYLE_BY_STATUS.get(trial[C.STATUS], "--"), label=f"{label}{seeds}" if i == 0 else None)
             if trial[C.STATUS] in ("diverged", "errored"):
                 ax.plot(curve.index[-1], 100 * curve.values[-1], "x", color=color, ms=9, mew=2)
             for loss in AUX_LOSSES:
                 at = trial.get(C.INTRO_AT[loss])
-                if at is not None and math.isfinite(at) and curve.index[0] <= at <= curve.index[-1]:
-                    y = np.interp(at, curve.index, curve.values)
+                if at is not None and math.isfinite(at) and at <= curve.index[-1]:
+                    y = np.interp(at, curve.index, curve.values)  # before the first evaluation: at its level
                     ax.plot(at, 100 * y, INTRO_MARKERS[loss], color=color, ms=8, mec="black", mew=0.8)
     ax.set(xlabel="step", ylabel="val token accuracy (%)", title="Validation token accuracy")
     ax.grid(alpha=0.3)
@@ -126,7 +127,7 @@ def losses_vs_step_figure(exp: Experiment, top: int) -> Figure | None:
             for i, (_, trial) in enumerate(trials.iterrows()):
                 curve = _curve(h, trial[C.TRIAL_ID], metric)
                 if not curve.empty:
-                    ax.plot(curve.index, curve.values, color=color, lw=1.3,
+                    ax.plot(curve.index, curve.values, color=color, lw=1.3, marker=".", ms=3,
                             ls=STYLE_BY_STATUS.get(trial[C.STATUS], "--"), label=label if i == 0 else None)
         ax.set(xlabel="step", title=title)
         ax.grid(alpha=0.3)
@@ -139,8 +140,11 @@ def accuracy_by_group_figure(exp: Experiment) -> Figure | None:
     if not exp.replicated:
         return None
     groups = exp.groups()
+    groups = groups[groups[C.GROUP_SEEDS] > 0].reset_index(drop=True)
+    if groups.empty:
+        return None
     done = exp.completed()
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(groups) + 2), 4.2), layout="constrained")
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.3 * len(groups) + 2), 4.2), layout="constrained")
     rng = np.random.default_rng(0)  # jitter only
     for x, (_, g) in enumerate(groups.iterrows()):
         values = done.loc[done[C.LABEL] == g[C.GROUP], C.FINAL_ACC].dropna()
@@ -150,8 +154,9 @@ def accuracy_by_group_figure(exp: Experiment) -> Figure | None:
             high = g["ci_high"] if math.isfinite(g["ci_high"]) else g["mean"]
             ax.errorbar(x + 0.25, 100 * g["mean"], yerr=[[100 * (g["mean"] - low)], [100 * (high - g["mean"])]],
                         fmt="D", color="black", capsize=5, ms=5)
-    ax.set_xticks(range(len(groups)), [f"{g}\n(n={n})" for g, n in zip(groups[C.GROUP], groups[C.GROUP_SEEDS])])
-    ax.set(ylabel="final val token accuracy (%)", title="Final accuracy per curriculum: seeds, mean and 95% CI")
+    ticks = [textwrap.fill(str(g), 18) + f"\n(n={n})" for g, n in zip(groups[C.GROUP], groups[C.GROUP_SEEDS])]
+    ax.set_xticks(range(len(groups)), ticks, fontsize=8)
+    ax.set(ylabel="final val token accuracy (%)", title="Completed seeds, mean and 95% CI")
     ax.grid(alpha=0.3, axis="y")
     return fig
 

@@ -47,7 +47,7 @@ def rank(trials: pd.DataFrame) -> pd.DataFrame:
 def group_table(trials: pd.DataFrame) -> pd.DataFrame:
     """Per label: completed seeds, mean, std and 95% CI of final accuracy, and the others counted."""
     done = trials[trials[C.STATUS] == C.FINISHED_OK]
-    summary = stats.group_summary(done, C.FINAL_ACC, C.LABEL) if len(done) else \
+    summary = stats.group_summary(done, C.FINAL_ACC, C.LABEL, bounds=(0.0, 1.0)) if len(done) else \
         pd.DataFrame(columns=stats.GROUP_COLUMNS)
     counts = trials.groupby(C.LABEL, sort=False).agg(
         family=(C.FAMILY, "first"),

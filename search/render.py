@@ -158,7 +158,7 @@ h1 {{ font-size: 1.5em; }} h2 {{ font-size: 1.15em; margin-top: 1.6em; }}
 .scroll {{ overflow-x: auto; }}
 table {{ border-collapse: collapse; font-size: 0.82em; }}
 th, td {{ border: 1px solid #ccc; padding: 3px 7px; white-space: nowrap; }}
-th {{ background: #f0f0f0; white-space: normal; overflow-wrap: anywhere; min-width: 3em; max-width: 9em;
+th {{ background: #f0f0f0; white-space: normal; max-width: 9em;
       vertical-align: bottom; }}
 td.num {{ text-align: right; font-variant-numeric: tabular-nums; }} td.txt {{ text-align: left; }}
 tr:nth-child(even) td {{ background: #fafafa; }}
@@ -243,7 +243,8 @@ def _html_table(table: pd.DataFrame) -> str:
     if table.empty:
         return "<p>(none)</p>"
     esc = html_lib.escape
-    head = "".join(f"<th>{esc(str(c))}</th>" for c in table.columns)
+    # Let long dotted names wrap after a dot or an underscore.
+    head = "".join(f"<th>{esc(str(c)).replace('.', '.<wbr>').replace('_', '_<wbr>')}</th>" for c in table.columns)
     rows = []
     for row in table.itertuples(index=False):
         cells = "".join(f"<td class='{'num' if _numeric(v) else 'txt'}'>{esc(str(v))}</td>" for v in row)

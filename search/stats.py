@@ -38,10 +38,13 @@ def mean_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[fl
     return mean, std, mean - half, mean + half
 
 
-def group_summary(frame: pd.DataFrame, value: str, by: str = "label") -> pd.DataFrame:
+def group_summary(frame: pd.DataFrame, value: str, by: str = "label",
+                  bounds: tuple[float, float] | None = None) -> pd.DataFrame:
     """One row per group of ``frame[by]``: n, mean, std, 95% CI of ``frame[value]``, best mean first.
 
-    Rows whose value is NaN do not count towards n (a group can have n = 0).
+    Rows whose value is NaN do not count towards n (a group can have n = 0). ``bounds``, when given,
+    clips the CI to the values the quantity can take (an accuracy lies in [0, 1]; with two seeds
+    the t interval easily runs past both ends).
     """
     for column in (value, by):
         if column not in frame.columns:
@@ -50,6 +53,8 @@ def group_summary(frame: pd.DataFrame, value: str, by: str = "label") -> pd.Data
     for name, part in frame.groupby(by, sort=False, dropna=False):
         x = _finite(part[value])
         mean, std, low, high = mean_ci(x)
+        if bounds is not None:
+            low, high = max(low, bounds[0]), min(high, bounds[1])  # NaN stays NaN
         rows.append({"group": name, "n": int(x.size), "mean": mean, "std": std, "ci_low": low, "ci_high": high})
     out = pd.DataFrame(rows, columns=GROUP_COLUMNS)
     # Best mean first; empty groups last; equal means keep the order of first appearance.

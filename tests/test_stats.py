@@ -84,3 +84,12 @@ def test_binned_means_edges_and_last_bin_closed():
     assert out["mean"].tolist() == [1, 3, 9]
     with pytest.raises(ValueError, match="increasing"):
         stats.binned_means([1], [1], [0.5, 0.2])
+
+
+def test_group_summary_clips_the_interval_to_bounds():
+    frame = pd.DataFrame({"label": ["a", "a", "b"], "acc": [0.5, 0.99, 0.7]})
+    raw = stats.group_summary(frame, "acc").set_index("group")
+    clipped = stats.group_summary(frame, "acc", bounds=(0.0, 1.0)).set_index("group")
+    assert raw.loc["a", "ci_high"] > 1 and raw.loc["a", "ci_low"] < 0
+    assert (clipped.loc["a", "ci_low"], clipped.loc["a", "ci_high"]) == (0.0, 1.0)
+    assert math.isnan(clipped.loc["b", "ci_low"])  # one value: no interval, clipped or not
