@@ -422,7 +422,10 @@ def build_run(args: argparse.Namespace) -> tuple[TrainConfig, Curriculum, Path]:
         if "=" not in item:
             raise InputError("--set", item, "expected KEY=VALUE, e.g. optim.lr=5e-4")
         key, value = item.split("=", 1)
-        overrides[key] = yaml.safe_load(value)
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise InputError("--set", key, f"malformed YAML value {value!r}, e.g. optim.betas=[0.9,0.98]") from None
     if args.max_steps is not None:
         if args.max_steps < 1:
             raise InputError("--max-steps", args.max_steps, "must be >= 1")
@@ -437,6 +440,10 @@ def build_run(args: argparse.Namespace) -> tuple[TrainConfig, Curriculum, Path]:
     name = args.curriculum or cfg.curriculum
     curriculum = load_curriculum(name) if name else clean_ce(cfg.optim.max_steps)
     curriculum.validate_steps(cfg.optim.max_steps, args.curriculum or args.config)
+    for loss, intro in curriculum.events().items():
+        if intro >= cfg.optim.max_steps:
+            log.warning("curriculum %s introduces the %s loss at step %d, after the last step (%d): "
+                        "this run never uses it", curriculum.name, loss, intro, cfg.optim.max_steps)
     if args.init_from and not Path(args.init_from).is_file():
         raise InputError(args.init_from, "--init-from", "no such checkpoint file")
     if args.resume and args.init_from:
