@@ -95,8 +95,9 @@ def write_experiment(exp: Experiment, top: int = DEFAULT_TOP) -> Path:
     _atomic_write(out / "report.html", render.html(exp, groups, coverage, figures))
     log.info("report written to %s", out)
     return out
-# --- writing -------------------------------------------------------------------------------------
 
+
+# --- writing -------------------------------------------------------------------------------------
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
@@ -109,14 +110,20 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 
 def _write_table(frame: pd.DataFrame, path: Path) -> None:
-    """Parquet when pyarrow can write it (mixed-type parameter columns become strings), else CSV."""
+    """Parquet when pyarrow can write it, else CSV.
+
+    Parameter columns come from JSON and may mix types across trials (a value searched as a number in
+    one configuration and as a name in another): all-numeric ones become numbers, the others strings.
+    """
     safe = frame.copy()
     for column in safe.columns:
-        if safe[column].dtype == object:
-            kinds = {type(v) for v in safe[column].dropna()}
-            if len(kinds) > 1 or kinds - {str, bool}:
-                safe[column] = safe[column].map(lambda v: v if v is None or isinstance(v, float) and math.isnan(v)
-                                                else str(v))
+        if safe[column].dtype != object:
+            continue
+        values = safe[column].dropna()
+        if len(values) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            safe[column] = pd.to_numeric(safe[column])
+        elif {type(v) for v in values} - {str}:
+            safe[column] = safe[column].map(lambda v: None if _missing(v) else str(v))
     try:
         safe.to_parquet(path, index=False)
     except (ImportError, ValueError, TypeError) as err:
@@ -125,18 +132,29 @@ def _write_table(frame: pd.DataFrame, path: Path) -> None:
         _write_csv(frame, path.with_suffix(".csv"))
 
 
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 # --- command line --------------------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's one-line errors (exit 2) instead of a usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InputError("command line", "arguments", message)
+
 
 @exit_on_input_error
 def main(argv: list[str] | None = None) -> int:
     from . import render
 
-    parser = argparse.ArgumentParser(prog="python -m search.report", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m search.report", description=__doc__.splitlines()[0])
     parser.add_argument("experiment_dir", type=Path, help="a directory written by search.run")
     parser.add_argument("--top", type=int, default=DEFAULT_TOP, help="curricula drawn in the step plots")
     args = parser.parse_args(argv)
     if args.top < 1:
-        raise InputError("--top", "top", f"must be >= 1, got {args.top}")
+        raise InputError("command line", "--top", f"must be >= 1, got {args.top}")
     exp = load_experiment(args.experiment_dir)
     out = write_experiment(exp, top=args.top)
     sys.stdout.write(render.text(exp, exp.groups()) + f"\nreport: {out / 'report.html'}\n")

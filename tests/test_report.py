@@ -278,6 +278,15 @@ def test_cli_rejects_a_directory_that_is_no_experiment(tmp_path):
     assert run.stderr.startswith(f"error: {tmp_path / 'junk'}: search.json: not an experiment directory")
 
 
+@pytest.mark.parametrize("argv, message", [([], "error: command line: arguments: the following arguments"),
+                                            (["--top", "0", "."], "error: command line: --top: must be >= 1")])
+def test_cli_bad_arguments_one_line_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        report.main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith(message) and err.count("\n") == 1
+
+
 def test_bad_search_json_is_an_input_error(tmp_path):
     (tmp_path / "exp").mkdir()
     (tmp_path / "exp" / "search.json").write_text("{not json")
