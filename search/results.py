@@ -104,15 +104,20 @@ def load_experiment(experiment_dir: str | Path) -> Experiment:
 
 def _read_trial(trial_dir: Path | None, tid: str | None, entry: dict | None,
                 meta: dict) -> tuple[dict[str, Any], pd.DataFrame]:
-    config = _read_json(trial_dir / "params.json") if trial_dir else {}
+    config: dict[str, Any] = {}
+    if trial_dir is not None:
+        try:
+            config = _read_json(trial_dir / "params.json")
+        except InputError as err:  # one unreadable trial must not hide the others
+            log.warning("%s; listing the trial without its configuration", err)
     results = _read_results(trial_dir / "result.json") if trial_dir else []
     entry = entry or {}
     tid = str(tid or (results[-1].get("trial_id") if results else None) or (trial_dir.name if trial_dir else "?"))
     label = str(config.get("label") or entry.get("label") or tid)
     history = _history(results, tid, label)
     row: dict[str, Any] = {
-        C.TRIAL_ID: tid, C.LABEL: label, C.FAMILY: config.get("family"),
-        C.REPLICATE: config.get("replicate"), C.SEED: config.get("seed"),
+        C.TRIAL_ID: tid, C.LABEL: label, C.FAMILY: config.get("family", entry.get("family")),
+        C.REPLICATE: config.get("replicate"), C.SEED: config.get("seed", entry.get("seed")),
         C.TRIAL_DIR: trial_dir.name if trial_dir else entry.get("trial_dir"),
     }
     row.update(_parameters(config, trial_dir))

@@ -202,11 +202,14 @@ def test_interrupted_without_trials_json_infers_status(tmp_path):
     write_experiment(tmp_path / "exp", specs, status="interrupted", trials_json=False)
     cut = next((tmp_path / "exp").glob("*label=cut*")) / "result.json"
     cut.write_text(cut.read_text() + '{"step": 600, "val/tok')  # a line cut short by the interruption
+    (cut.parent.parent / "broken_trial").mkdir()
+    (cut.parent.parent / "broken_trial" / "params.json").write_text("{")  # listed, not fatal
     trials = report.load(tmp_path / "exp").set_index(C.LABEL)
     assert trials.loc["done", C.STATUS] == "completed"
     assert trials.loc["cut", C.STATUS_DETAIL] == "interrupted at step 500"
     assert trials.loc["empty", C.STATUS] == "interrupted"
-    assert list(trials[C.RANK]) == [1, 2, 3]
+    assert trials.loc["broken_trial", C.STATUS] == "interrupted"
+    assert list(trials[C.RANK]) == [1, 2, 3, 4]
 
 
 def test_mid_search_stale_trials_json(tmp_path):
