@@ -256,6 +256,8 @@ def _status(entry: dict, results: list[dict], meta: dict, trial_dir: Path | None
     if results and results[-1].get("done"):
         return "completed", None
     if running:
+        if status in ("running", "pending"):
+            return status, stopped_at
         return ("running" if results else "pending"), stopped_at
     if meta.get("status") == "finished":  # the search ended and this trial did not finish by itself
         return ("stopped" if results else "errored"), stopped_at
