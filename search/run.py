@@ -118,7 +118,9 @@ def check_experiment(storage: str, name: str, resume: bool) -> Path | str:
     return exp
 
 
-def build_tuner(space: Space, name: str, storage: str, exp_dir: Path, resume: bool, live_interval: float):
+def build_tuner(space: Space, name: str, storage: str, exp_dir: Path, *, resume: bool = False,
+                live_interval: float = 30.0, trainable: Any = None):
+    """The Tuner for a space (or restored from ``exp_dir``); ``trainable`` replaces the real trainer in tests."""
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
@@ -129,7 +131,7 @@ def build_tuner(space: Space, name: str, storage: str, exp_dir: Path, resume: bo
     from .trainable import run_trial, trial_dirname, trial_name
 
     resources = {"cpu": space.resources.cpu, "gpu": space.resources.gpu}
-    trainable = tune.with_resources(run_trial, resources)
+    trainable = tune.with_resources(trainable or run_trial, resources)
     if resume:
         return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
                                   resume_errored=False, restart_errored=False)
@@ -165,9 +167,12 @@ def build_tuner(space: Space, name: str, storage: str, exp_dir: Path, resume: bo
 
 
 def init_ray(space: Space) -> None:
+    address = os.environ.get("RAY_ADDRESS")
+    if address and (Path.home() / ".ray" / "auth_token").is_file():
+        # A head node started once a token exists uses token auth; its clients must too (DESIGN 5).
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
 
-    address = os.environ.get("RAY_ADDRESS")
     ray.init(address=address or None, include_dashboard=False if not address else None, log_to_driver=False,
              logging_level=logging.WARNING, configure_logging=True)
     if address:  # a cluster: its GPUs count, not the driver's
@@ -259,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
              name, space.num_configurations, len(space.seeds), space.num_trials, space.scheduler.type,
              space.scheduler.max_t and f"{space.scheduler.max_t} steps", space.searcher.algorithm,
              "resuming" if args.resume else f"results in {exp_dir}")
-    tuner = build_tuner(space, name, storage, exp_dir, args.resume, args.live_interval)
+    tuner = build_tuner(space, name, storage, exp_dir, resume=args.resume, live_interval=args.live_interval)
     try:
         tuner.fit()
     except KeyboardInterrupt:

@@ -1,0 +1,99 @@
+"""The searcher stack with scripted trials under real Ray Tune and a real Optuna study: named curricula
+first, replicates told as one Optuna trial, ASHA stops and divergence told PRUNED, trials.json agrees."""
+
+from __future__ import annotations
+
+import glob
+import json
+import pickle
+import sys
+
+import optuna
+import pytest
+import ray.cloudpickle
+import yaml
+from ray import tune
+
+from model import names
+from search.layout import TRIALS_JSON
+from search.run import build_tuner
+from search.space import load_space
+from search.trials import DIVERGED_KEY
+
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+
+SPACE = {
+    "name": "scripted",
+    "trainer": {"preset": "tiny", "overrides": {"optim.max_steps": 40, "optim.warmup_steps": 4,
+                                                "train.eval_interval": 10}},
+    "curriculum": {"stages": [{"name": "a", "steps": 40, "min_length": 7, "max_length": 10}],
+                   "spectrum": {"start_weight": 0.05, "final_weight": 0.1}},
+    "search": {"spectrum.intro_step": {"dist": "qrandint", "low": 5, "high": 35, "q": 5}},
+    "named": {"curricula": ["original", "revised"], "scale": 0.0004},
+    "searcher": {"algorithm": "tpe", "seed": 7, "num_samples": 4, "startup_trials": 4, "max_concurrent": 2},
+    "seeds": [0, 1],
+    "scheduler": {"type": "asha", "max_t": 40, "grace_period": 10, "reduction_factor": 2},
+    "wandb": {"mode": "disabled"},
+}
+# Searched configurations get ids 2..5 (after the two named ones): 3 diverges, 4 is hopeless, 2 and 5
+# beat the named curricula, so ASHA keeps them.
+DIVERGES, HOPELESS = 3, 4
+QUALITY = {0: 0.6, 1: 0.65, 2: 0.95, 3: 0.9, 4: 0.05, 5: 0.97}
+
+
+def scripted(config):
+    """Accuracy rises with the step to the configuration's quality; the seed adds 0.02."""
+    cid, seed = config["config_id"], config["seed"]
+    for step in (10, 20, 30, 40):
+        row = {names.STEP: step, names.VAL_ACCURACY: QUALITY[cid] * step / 40 + 0.02 * seed,
+               names.SPECTRUM_INTRO_STEP: names.MISSING, names.PRECURSOR_INTRO_STEP: names.MISSING,
+               names.NAN_COUNT: 0.0, DIVERGED_KEY: 0.0}
+        if cid == DIVERGES and step == 20:
+            tune.report({**row, names.NAN_COUNT: 3.0, DIVERGED_KEY: 1.0})
+            return
+        tune.report(row)
+
+
+@pytest.mark.slow
+def test_named_first_replicates_and_pruned_states(ray_driver, tmp_path):
+    path = tmp_path / "scripted.yaml"
+    path.write_text(yaml.safe_dump(SPACE))
+    space = load_space(path)
+    exp_dir = tmp_path / "results" / "scripted"
+    tuner = build_tuner(space, "scripted", str(tmp_path / "results"), exp_dir, trainable=scripted, live_interval=5)
+    tuner.fit()
+
+    trials = json.loads((exp_dir / TRIALS_JSON).read_text())
+    assert len(trials) == space.num_trials == 12
+    configs = {}
+    for tid, entry in trials.items():
+        params = json.loads((exp_dir / entry["trial_dir"] / "params.json").read_text())
+        for key in ("label", "family", "curriculum", "params", "seed", "replicate"):
+            assert key in params
+        configs[tid] = params
+    # The named curricula come first, each with both seeds (trials.json lists trials as Tune created them).
+    created = list(trials)
+    assert [configs[t]["family"] for t in created[:4]] == ["original"] * 2 + ["revised"] * 2
+    assert [configs[t]["seed"] for t in created[:4]] == [0, 1, 0, 1]
+    status = {(configs[t]["config_id"], configs[t]["seed"]): trials[t]["status"] for t in trials}
+    assert status[(DIVERGES, 0)] == status[(DIVERGES, 1)] == "diverged"
+    assert status[(HOPELESS, 0)] == status[(HOPELESS, 1)] == "stopped"
+    assert all(trials[t]["stopped_at_step"] in (10, 20, 30) for t in trials if trials[t]["status"] == "stopped")
+
+    state_file = glob.glob(str(exp_dir / "searcher-state-*.pkl"))[0]
+    with open(state_file, "rb") as f:
+        state = pickle.load(f)
+    study: optuna.Study = pickle.loads(state["inner"])["_ot_study"]
+    assert len(study.trials) == space.searcher.num_samples == 4  # one Optuna trial per configuration
+    states = [t.state for t in study.trials]
+    assert states[DIVERGES - 2] == optuna.trial.TrialState.PRUNED
+    assert states[HOPELESS - 2] == optuna.trial.TrialState.PRUNED
+    for cid in (2, 5):
+        assert status[(cid, 0)] == status[(cid, 1)] == "completed"
+        ot = study.trials[cid - 2]
+        assert ot.state == optuna.trial.TrialState.COMPLETE
+        assert ot.value == pytest.approx(QUALITY[cid] + 0.01)  # the mean over the two seeds at max_t
+    hopeless = study.trials[HOPELESS - 2]
+    assert hopeless.value is not None and max(hopeless.intermediate_values) in (10, 20, 30)
+    # Every trial that trials.json calls stopped is in the scheduler's log, and no other.
+    assert set(state["stop_log"]) == {t for t in trials if trials[t]["status"] == "stopped"}
