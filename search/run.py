@@ -135,14 +135,15 @@ def build_tuner(space: Space, name: str, storage: str, exp_dir: Path, *, resume:
     if resume:
         return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
                                   resume_errored=False, restart_errored=False)
-    from .scheduler import StopLog
+    from .scheduler import StopLog, write_stop_file
 
     stop_log = StopLog()
     sc = space.scheduler
     if sc.type == "asha":
         scheduler = SettleASHA(metric=space.metric, mode=space.mode, max_t=sc.max_t, grace_period=sc.grace_period,
                                reduction_factor=sc.reduction_factor, brackets=sc.brackets,
-                               settle_steps=sc.settle_steps, stop_log=stop_log)
+                               settle_steps=sc.settle_steps, stop_log=stop_log, stop_at_max_t=False,
+                               request_stop=write_stop_file)
     else:
         scheduler = tune.schedulers.FIFOScheduler()
     searcher = build_searcher(space, name, stop_log)
@@ -155,8 +156,8 @@ def build_tuner(space: Space, name: str, storage: str, exp_dir: Path, *, resume:
         verbose=1,
         failure_config=tune.FailureConfig(max_failures=space.failure.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=space.failure.num_to_keep),
-        sync_config=tune.SyncConfig(sync_artifacts=True),
-        stop={"step": sc.max_t} if sc.type == "fifo" else None,
+        # Trials write into their directories on the shared storage themselves (trainable.trial_output_dir).
+        sync_config=tune.SyncConfig(sync_artifacts=False),
     )
     # Reusing a trial's actor for the next trial saves a process start and the torch import (seconds
     # per trial on a laptop); the trainer sets seeds, threads and its W&B run per trial.

@@ -17,9 +17,11 @@ tells Optuna PRUNED) and with the experiment's ``trials.json``.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import numpy as np
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
@@ -27,6 +29,26 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 from model import names
 
 log = logging.getLogger(__name__)
+
+
+STOP_FILE = "STOP"  # in a trial's directory: the scheduler asks the trial to end itself
+
+
+def write_stop_file(trial, step: int) -> bool:
+    """Ask a trial to stop itself at its next evaluation, by a file in its directory on local or shared
+    storage. Returns False where the trial directory is not a mounted file system."""
+    try:
+        import pyarrow.fs
+
+        if not isinstance(trial.storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
+            return False
+        path = Path(trial.path) / STOP_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"stopped_at_step": int(step), "by": "asha"}) + "\n")
+        return True
+    except (OSError, AttributeError) as err:
+        log.warning("could not ask trial %s to stop itself (%s); Ray stops it", trial.trial_id, err)
+        return False
 
 
 class StopLog:
@@ -104,7 +126,8 @@ class SettleASHA(AsyncHyperBandScheduler):
     def __init__(self, *, metric: str, mode: str, max_t: int, grace_period: int, reduction_factor: float = 2,
                  brackets: int = 1, settle_steps: int = 0, time_attr: str = names.STEP,
                  intro_keys: tuple[str, ...] = tuple(names.INTRO_STEP_NAMES.values()),
-                 stop_log: StopLog | None = None) -> None:
+                 stop_log: StopLog | None = None, stop_at_max_t: bool = True,
+                 request_stop: Callable[[object, int], bool] | None = None) -> None:
         if settle_steps < 0:
             raise ValueError(f"settle_steps must be >= 0, got {settle_steps}")
         super().__init__(time_attr=time_attr, metric=metric, mode=mode, max_t=max_t, grace_period=grace_period,
@@ -114,6 +137,8 @@ class SettleASHA(AsyncHyperBandScheduler):
         self._intro_keys = intro_keys
         self.settle_steps = settle_steps
         self.stop_log = stop_log if stop_log is not None else StopLog()
+        self.stop_at_max_t = stop_at_max_t  # False: trials end themselves at max_t (and close their logs)
+        self.request_stop = request_stop  # cooperative stops: the trial ends itself at once (see below)
 
     def _reward(self, result: dict) -> float:
         value = result[self._metric]
@@ -127,8 +152,10 @@ class SettleASHA(AsyncHyperBandScheduler):
         if self._time_attr not in result or result.get(self._metric) is None:
             return TrialScheduler.CONTINUE
         step = result[self._time_attr]
-        if step >= self._max_t:  # the natural end of a trial, not an early stop
+        if trial.trial_id in self.stop_log:  # asked to stop itself and still reporting: stop it here
             return TrialScheduler.STOP
+        if step >= self._max_t:  # the natural end of a trial, not an early stop
+            return TrialScheduler.STOP if self.stop_at_max_t else TrialScheduler.CONTINUE
         bracket = self._trial_info[trial.trial_id]
         action = bracket.on_result(trial.trial_id, step, self._reward(result), self._events(result))
         if action == TrialScheduler.STOP:
@@ -136,6 +163,10 @@ class SettleASHA(AsyncHyperBandScheduler):
             self.stop_log.record(trial.trial_id, step)
             log.info("trial %s stopped by ASHA at step %d (%s %.4f)", trial.trial_id, step, self._metric,
                      result[self._metric])
+            # A function trainable that Ray stops dies inside tune.report: the trainer writes no summary
+            # and its W&B run is cut off. Asked instead, it ends itself right after this report.
+            if self.request_stop is not None and self.request_stop(trial, step):
+                return TrialScheduler.CONTINUE
         return action
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:

@@ -5,8 +5,8 @@ the trainer's checkpoint directory, so Ray keeps the checkpoint and a restarted 
 or after ``--resume`` of a killed search) continues from it exactly: ``last.pt`` holds the model,
 optimizer, RNG, data stream, gate state, counters and metric history.
 
-The trainer writes into the trial's working directory (``metrics.csv``, ``summary.json``,
-``checkpoints/``, ``wandb/``); Ray syncs it into the trial directory under the experiment.
+The trainer writes into the trial's directory under the experiment (``metrics.csv``, ``summary.json``,
+``checkpoints/``, ``wandb/``), beside Ray's ``params.json``, ``result.json`` and ``checkpoint_*/``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from model import names
 from model.config import load_config
 from model.curriculum import curriculum_from_dict
 
+from .scheduler import STOP_FILE
 from .trials import DIVERGED_KEY
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def run_trial(config: dict[str, Any]) -> dict:
     from model.train import train  # torch and the model load in the worker, not in the driver
 
     context = tune.get_context()
-    out_dir = Path(context.get_trial_dir())  # the trial's working directory, synced into the trial directory
+    out_dir = trial_output_dir(context)
     cfg = load_config(config["trainer"]["preset"], trial_overrides(config, out_dir))
     curriculum = curriculum_from_dict(config["curriculum"], "params.json", default_name=config["family"])
 
@@ -72,8 +73,14 @@ def run_trial(config: dict[str, Any]) -> dict:
 
     limit = cfg.train.max_nonfinite_streak
 
-    def on_eval(row: dict[str, float], checkpoint_dir: Path) -> None:
+    max_t = min(config.get("max_t") or cfg.optim.max_steps, cfg.optim.max_steps)
+
+    def on_eval(row: dict[str, float], checkpoint_dir: Path) -> bool:
         tune.report(reportable(row, limit), checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+        # The trial ends itself at max_t, or when the scheduler asks (a STOP file), so that the trainer
+        # writes its summary and closes its W&B run instead of dying inside tune.report.
+        step = row[names.STEP]
+        return (max_t <= step < cfg.optim.max_steps) or (out_dir / STOP_FILE).is_file()
 
     run_name = f"{context.get_trial_id()} {config['label']} s{config['seed']}"
     try:
@@ -81,10 +88,12 @@ def run_trial(config: dict[str, Any]) -> dict:
                         wandb_run_id=_wandb_id(context.get_trial_id()), wandb_run_name=run_name)
     except SystemExit:  # Ray stops the trial (ASHA, or the search ends) from inside tune.report
         _finish_wandb("stopped")
+        _drop_own_checkpoint(out_dir)
         raise
     except BaseException:
         _finish_wandb("errored")
         raise
+    _drop_own_checkpoint(out_dir)
     if summary.get(names.STATUS) == "diverged":
         # The trainer's last evaluation of a diverged run comes after its last on_eval: report it here,
         # so the scheduler, the searcher and the report see the trial's end and its NaN count.
@@ -115,16 +124,45 @@ def last_row(metrics_csv: Path) -> dict[str, float] | None:
     return {k: (float(v) if v not in ("", None) else names.MISSING) for k, v in rows[-1].items()}
 
 
+def trial_output_dir(context: Any) -> Path:
+    """Where the trainer writes: the trial's own directory under the experiment on the (shared) storage,
+    so metrics.csv, summary.json and the W&B offline run land there as they are written (W&B writes from
+    its own process, after the fact, which a copy-on-report sync would miss). Falls back to Ray's working
+    directory (synced into the trial directory) when the storage is not a mounted file system."""
+    try:
+        import pyarrow.fs
+
+        storage = context.get_storage()
+        if isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
+            path = Path(storage.trial_fs_path)
+            path.mkdir(parents=True, exist_ok=True)
+            return path
+    except Exception as err:  # a Ray without get_storage: the working directory still works
+        log.debug("trial directory on storage not available (%s); using the working directory", err)
+    return Path(context.get_trial_dir())
+
+
+def _drop_own_checkpoint(out_dir: Path) -> None:
+    """Ray keeps the trial's checkpoints (checkpoint_NNNNNN/last.pt); the trainer's working copy is a
+    duplicate once the trial has ended. At the base preset's size that halves the disk a search needs."""
+    (out_dir / "checkpoints" / "last.pt").unlink(missing_ok=True)
+
+
 def _finish_wandb(status: str) -> None:
-    """Close the W&B run that the trainer left open when it was stopped: the actor may be reused."""
+    """Close the W&B run that the trainer left open when Ray stopped it mid-run (ASHA, or the search
+    ending): its last rows are flushed and the actor can be reused for the next trial. A worker runs one
+    trial at a time, so the process's active runs are this trial's."""
     wandb = sys.modules.get("wandb")
-    run = getattr(wandb, "run", None) if wandb is not None else None
-    if run is not None:
-        try:
+    if wandb is None:
+        return
+    try:
+        setup = wandb.setup()
+        run = setup.most_recent_active_run
+        if run is not None:
             run.summary[names.STATUS] = status
-            run.finish(exit_code=0 if status == "stopped" else 1)
-        except Exception as err:  # closing the log must not mask why the trial ended
-            log.warning("could not finish the W&B run: %s", err)
+        setup.finish_all_active_runs()
+    except Exception as err:  # closing the log must not mask why the trial ended
+        log.warning("could not finish the W&B run: %s", err)
 
 
 def _wandb_id(trial_id: str) -> str:

@@ -68,6 +68,7 @@ def base_config(space: Space, experiment: str) -> dict[str, Any]:
         "trainer": {"preset": space.trainer.preset},
         "wandb": {"project": space.wandb.project, "mode": space.wandb.mode, "group": experiment},
         "resources": {"cpu": space.resources.cpu, "gpu": space.resources.gpu},
+        "max_t": space.scheduler.max_t,
     }
 
 
