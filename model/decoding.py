@@ -34,10 +34,12 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .chem import C13_DELTA, H2O
 from .synthetic import Batch
@@ -90,6 +92,41 @@ def _check(max_length: int, beam_size: int = 1, tol: float | None = None, isotop
         raise ValueError("isotopes must name at least one isotope offset, e.g. (0,) or (0, 1)")
 
 
+class _OnePosition(nn.Module):
+    """Stands in for ``model.ion_evidence`` during a decoding step: evidence for the one position read.
+
+    The head is pointwise over positions, so the position read gets exactly the bonus it would get from
+    the whole prefix; the others get 0 and are never read. It is most of the cost of a decoding step
+    (19 next residues x 26 candidates x 2 ion types per position), so this makes a step 3-4x cheaper at
+    the usual prefix lengths. A ``positions`` argument to ``Spec2Pep.decode`` would make it unneeded.
+    """
+
+    def __init__(self, inner: nn.Module, position: int) -> None:
+        super().__init__()
+        self.inner, self.position = inner, position
+
+    def forward(self, hidden: torch.Tensor, prefix_mass: torch.Tensor, batch: Batch, mz_sorted: torch.Tensor) -> torch.Tensor:
+        at = slice(self.position, self.position + 1)
+        bonus = self.inner(hidden[:, at], prefix_mass[:, at], batch, mz_sorted)  # (N, 1, V)
+        out = bonus.new_zeros(hidden.shape[0], hidden.shape[1], bonus.shape[-1])  # (N, T, V)
+        out[:, at] = bonus
+        return out
+
+
+@contextmanager
+def _evidence_at(model, position: int):
+    """Compute the ion-evidence head at ``position`` only while decoding (see ``_OnePosition``)."""
+    inner = getattr(model, "ion_evidence", None)
+    if not isinstance(inner, nn.Module):
+        yield
+        return
+    model.ion_evidence = _OnePosition(inner, position)
+    try:
+        yield
+    finally:
+        model.ion_evidence = inner
+
+
 def _next_logp(model, batch: Batch, prefix: torch.Tensor, memory: torch.Tensor, memory_pad: torch.Tensor,
                max_length: int) -> torch.Tensor:
     """Log-probabilities (N, V) float32 of the token after ``prefix`` (N, t), with the decoding rules applied."""
@@ -97,7 +134,7 @@ def _next_logp(model, batch: Batch, prefix: torch.Tensor, memory: torch.Tensor, 
     # Spec2Pep.prefix_masses cannot take an empty prefix; position 0 sees only itself (causal), so a
     # one-PAD dummy prefix gives the first step's logits exactly.
     tokens = prefix if step > 0 else prefix.new_full((prefix.shape[0], 1), PAD)  # (N, max(t, 1))
-    with _autocast(prefix.device):
+    with _autocast(prefix.device), _evidence_at(model, step):
         logits = model.decode(batch, tokens, memory, memory_pad)[:, step]  # (N, V)
     logp = F.log_softmax(logits.float(), dim=-1)
     logp[:, PAD] = -math.inf
