@@ -104,16 +104,38 @@ def sentences(exp: Experiment) -> list[str]:
     return found or ["Too few completed curricula to compare."]
 
 
+def verdict(exp: Experiment) -> str:
+    """One paragraph that answers the seeds' question as far as this experiment can."""
+    done = exp.completed()
+    if done.empty:
+        return "No trial has completed yet: the ranking below is provisional."
+    best = done.iloc[0]
+    s90 = best[C.STEPS_TO_90]
+    reached = f", 90% at step {int(s90)}" if isinstance(s90, float) and math.isfinite(s90) else ", never 90%"
+    parts = [f"Best completed trial: {best[C.LABEL]} at {_pct(best[C.FINAL_ACC])} final val token accuracy"
+             f"{reached}, {int(best[C.NAN_COUNT] or 0)} NaN steps, {int(best[C.SPIKE_COUNT] or 0)} spikes."]
+    if exp.replicated:
+        parts += sentences(exp)
+    else:
+        spread = 100 * (done[C.FINAL_ACC].max() - done[C.FINAL_ACC].min())
+        parts.append(f"Every configuration ran with one seed, so no difference can be tested; the {len(done)} "
+                     f"completed trials span {spread:.1f} points. Replicate the leaders over several seeds "
+                     "(as spaces/ab_seed_curricula.yaml does) to tell whether their differences are real.")
+    return " ".join(parts)
+
+
 def text(exp: Experiment, groups: pd.DataFrame) -> str:
     """What the command line prints: headline, ranking, rule, and groups and tests when replicated."""
-    parts = [headline(exp), "", _plain(ranking_table(exp, TERMINAL_COLUMNS)), "", RANKING_RULE]
+    parts = [headline(exp), "", _plain(ranking_table(exp, TERMINAL_COLUMNS)), "", RANKING_RULE, "",
+             verdict(exp)]
     if exp.replicated:
         parts += ["", GROUP_NOTE, _plain(group_table(groups)), *sentences(exp)]
     return "\n".join(parts) + "\n"
 
 
 def markdown(exp: Experiment, groups: pd.DataFrame, coverage: pd.DataFrame) -> str:
-    parts = [f"# {headline(exp)}", "", "## Ranking", "", _md(ranking_table(exp)), "", RANKING_RULE]
+    parts = [f"# {headline(exp)}", "", f"**{verdict(exp)}**", "", "## Ranking", "", _md(ranking_table(exp)), "",
+             RANKING_RULE]
     if exp.replicated:
         parts += ["", "## Curricula over seeds", "", GROUP_NOTE, "", _md(group_table(groups)), "",
                   *[f"- {s}" for s in sentences(exp)]]
@@ -128,6 +150,7 @@ def html(exp: Experiment, groups: pd.DataFrame, coverage: pd.DataFrame, plots: S
     esc = html_lib.escape
     body = [f"<h1>Curriculum search report: {esc(str(exp.meta.get('name') or exp.path.name))}</h1>",
             f"<p class='meta'>{esc(headline(exp))}</p>", _meta_list(exp),
+            f"<p class='verdict'>{esc(verdict(exp))}</p>",
             "<h2>Ranking</h2>", _html_table(ranking_table(exp)), f"<p class='rule'>{esc(RANKING_RULE)}</p>"]
     if exp.replicated:
         body += ["<h2>Curricula over seeds</h2>", f"<p class='rule'>{esc(GROUP_NOTE)}</p>",
@@ -163,7 +186,8 @@ th {{ background: #f0f0f0; white-space: normal; max-width: 9em;
 td.num {{ text-align: right; font-variant-numeric: tabular-nums; }} td.txt {{ text-align: left; }}
 tr:nth-child(even) td {{ background: #fafafa; }}
 .rule, .meta, figcaption {{ color: #555; font-size: 0.9em; max-width: 70em; }}
-ul.tests li {{ font-weight: 600; }}
+ul.tests li, .verdict {{ font-weight: 600; }}
+.verdict {{ max-width: 70em; background: #f4f8ff; border-left: 4px solid #4a7bd0; padding: 0.5em 0.8em; }}
 img {{ max-width: 100%; border: 1px solid #eee; }} figure {{ margin: 1em 0; }}
 pre {{ white-space: pre-wrap; font-size: 0.8em; }}
 </style></head>

@@ -55,7 +55,7 @@ def coverage_table(history: pd.DataFrame) -> pd.DataFrame:
 
     if names.VAL_ACCURACY not in history or names.VAL_COVERAGE not in history:
         return pd.DataFrame()
-    edges = np.linspace(0.0, 1.0, 11)
+    edges = np.round(np.linspace(0.0, 1.0, 11), 6)
     table = stats.binned_means(history[names.VAL_ACCURACY], history[names.VAL_COVERAGE], edges)
     seeds = []
     for low, high in zip(table["low"], table["high"]):

@@ -270,6 +270,8 @@ def test_cli_prints_ranking_and_rule(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.index(" B ") < out.index(" C ") < out.index(" A ")
     assert report.RANKING_RULE in out and "report.html" in out
+    assert "Best completed trial: B at 85.0% final val token accuracy" in out
+    assert "Every configuration ran with one seed, so no difference can be tested; the 3 completed trials span 5.0 points" in out
 
 
 def test_cli_rejects_a_directory_that_is_no_experiment(tmp_path):
