@@ -52,7 +52,7 @@ def trial_overrides(config: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     return overrides
 
 
-def run_trial(config: dict[str, Any]) -> dict:
+def run_trial(config: dict[str, Any]) -> None:
     """The trainable: build the config and curriculum, restore if Ray hands a checkpoint, train, report."""
     from model.train import train  # torch and the model load in the worker, not in the driver
 
@@ -101,13 +101,21 @@ def run_trial(config: dict[str, Any]) -> dict:
         if last is not None:
             last[DIVERGED_KEY] = 1.0
             tune.report(reportable(last, limit))
-    return summary
+    # Nothing returned: Ray would log a returned dict as one more result row (the summary is in
+    # summary.json).
+
+
+# Every metric name in model.names: each row reports all of them (absent ones, such as decoded recall
+# without real validation files, as names.MISSING), so every result.json row has the same keys.
+METRICS = tuple(v for k, v in vars(names).items() if k.isupper() and isinstance(v, str) and "/" in v)
 
 
 def reportable(row: dict[str, float], nonfinite_limit: int) -> dict[str, float]:
     """Every value a finite float (NaN and None become ``names.MISSING``), plus the diverged flag."""
     out = {k: (float(v) if isinstance(v, (int, float)) and math.isfinite(v) else names.MISSING)
            for k, v in row.items()}
+    for metric in METRICS:
+        out.setdefault(metric, names.MISSING)
     out[names.STEP] = int(row[names.STEP])
     out.setdefault(DIVERGED_KEY, 1.0 if out.get(names.NONFINITE_STREAK, 0) >= nonfinite_limit else 0.0)
     return out

@@ -9,6 +9,7 @@ the pytest process to it as a driver (``ray_driver``).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -80,6 +81,7 @@ class RayHead:
                 os.killpg(self.proc.pid, signal.SIGKILL)  # its own session only
                 self.proc.wait(timeout=10)
         self.log.close()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
