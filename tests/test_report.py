@@ -348,14 +348,14 @@ wandb: {project: curriculum-search, mode: disabled}
 
 
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory) -> Path:
-    """A real search (Ray Tune, ASHA, grid searcher, the tiny trainer): 8 trials, about a minute on 2 cores."""
-    pytest.importorskip("search.run")
+def searched(ray_head, tmp_path_factory) -> Path:
+    """A real search (Ray Tune on the session's head node, ASHA, grid searcher, the tiny trainer): 8 trials."""
+    from conftest import run_search
+
     root = tmp_path_factory.mktemp("e2e")
     (root / "space.yaml").write_text(E2E_SPACE)
-    run = subprocess.run([sys.executable, "-m", "search.run", "--space", str(root / "space.yaml"),
-                          "--storage", str(root / "out"), "--live-interval", "1000", "--wandb-mode", "disabled"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    run = run_search(["--space", str(root / "space.yaml"), "--storage", str(root / "out"), "--live-interval", "1000",
+                      "--wandb-mode", "disabled"], env=ray_head.client_env(), timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return root / "out" / "report_e2e"
 
