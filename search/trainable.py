@@ -16,6 +16,7 @@ import logging
 import math
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from model.config import load_config
 from model.curriculum import curriculum_from_dict
 
 from .scheduler import STOP_FILE
-from .trials import DIVERGED_KEY
+from .trials import DIVERGED_KEY, REPORT_S_KEY
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,13 @@ def run_trial(config: dict[str, Any]) -> None:
 
     max_t = min(config.get("max_t") or cfg.optim.max_steps, cfg.optim.max_steps)
 
+    in_report = [0.0]  # seconds inside tune.report so far: Ray's share of the trial (benchmarks/)
+
     def on_eval(row: dict[str, float], checkpoint_dir: Path) -> bool:
-        tune.report(reportable(row, limit), checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+        start = time.perf_counter()
+        tune.report({**reportable(row, limit), REPORT_S_KEY: round(in_report[0], 3)},
+                    checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+        in_report[0] += time.perf_counter() - start
         # The trial ends itself at max_t, or when the scheduler asks (a STOP file), so that the trainer
         # writes its summary and closes its W&B run instead of dying inside tune.report.
         step = row[names.STEP]

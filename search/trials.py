@@ -21,6 +21,8 @@ SEARCHED = "searched"
 # Reported by the trainable with every row: 1.0 on the last row of a trial that diverged (model.names has
 # no such metric: it is the search's verdict on the trial, not something the trainer measures).
 DIVERGED_KEY = "search/diverged"
+# Also with every row: seconds the trial has spent inside tune.report (Ray's reporting and checkpoint copy).
+REPORT_S_KEY = "search/report_s"
 SHORT = {"spectrum": "spec", "precursor": "prec"}
 
 
