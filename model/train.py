@@ -106,6 +106,8 @@ def evaluate(model: Spec2Pep, sets: dict[str, Batch], cfg: TrainConfig, device: 
                 prec_sum += float(precursor_loss(logits, batch, model.masses, cfg.loss.precursor_scale_da)) * k
                 cov.append(hard_coverage(logits, batch, model.masses, tol))
         out[f"{name}/token_accuracy"] = correct / max(counted, 1)
+        if name == "val_real":
+            out.update(decoded_metrics(model, data))
         if name == "val":
             out[names.VAL_CE] = ce_sum / len(data)
             out[names.VAL_SPECTRUM] = spec_sum / len(data)
@@ -114,6 +116,22 @@ def evaluate(model: Spec2Pep, sets: dict[str, Batch], cfg: TrainConfig, device: 
             out[names.VAL_COVERAGE] = float(coverage[~coverage.isnan()].mean()) if (~coverage.isnan()).any() else 0.0
     model.train()
     return out
+
+
+def decoded_metrics(model: Spec2Pep, data: Batch) -> dict[str, float]:
+    """Greedy-decode real validation spectra: the field's AA precision, AA recall and peptide recall."""
+    from .decoding import greedy_decode
+    from .metrics import aa_match_metrics
+    from .tokenizer import decode
+
+    predictions, truths = [], []
+    for start in range(0, len(data), 128):
+        batch = data.select(slice(start, start + 128))
+        predictions += [p.peptide or None for p in greedy_decode(model, batch)]
+        truths += [decode(row) for row in batch.tokens]
+    scores = aa_match_metrics(predictions, truths)
+    return {names.VAL_PEPTIDE_RECALL: scores["peptide_recall"], names.VAL_AA_PRECISION: scores["aa_precision"],
+            names.VAL_AA_RECALL: scores["aa_recall"]}
 
 
 def gradient_strength(model: Spec2Pep, losses: Losses, batch: Batch, state: CurriculumState,
@@ -222,7 +240,10 @@ def train(
     sets = validation_sets(cfg, curriculum, device)
     if cfg.data.val_files:
         real_val = open_mgf(cfg.data.val_files, cfg, "data.val_files")
-        sets["val_real"] = collate([real_val[i] for i in range(len(real_val))], cfg.model.max_peaks, device)
+        annotated = [i for i in range(len(real_val)) if real_val.peptides[i]]
+        if not annotated:
+            raise InputError(cfg.data.val_files[0], "data.val_files", "no annotated spectrum (SEQ=) to validate on")
+        sets["val_real"] = collate([real_val[i] for i in annotated], cfg.model.max_peaks, device)
     health = Health(cfg.train.spike_factor, cfg.train.spike_window)
     metrics_file = MetricsFile(out_dir / "metrics.csv")
 
