@@ -2,8 +2,9 @@
 
 Both encode the spectra once and re-run ``model.decode`` on the growing prefix at every step (the
 ion-evidence head needs the prefix masses; prefixes are at most ``max_length`` tokens, so the
-quadratic cost stays small). Spectra are decoded in batches; beam search runs the B spectra x K beams
-as B*K rows.
+quadratic cost stays small), with the ion-evidence head computed at the one position read (see
+``_OnePosition``: 3-4x faster, same logits). Spectra are decoded in batches; beam search runs the
+B spectra x K beams as B*K rows.
 
 Rules shared by both, so that every hypothesis is a well-formed peptide:
 
@@ -31,11 +32,12 @@ hypothesis over any non-matching one, then the higher score (Casanovo v4's filte
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import wraps
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -45,8 +47,7 @@ from .chem import C13_DELTA, H2O
 from .synthetic import Batch
 from .tokenizer import ACETYL_ID, PAD, STOP, decode, mass_table
 
-log = logging.getLogger(__name__)
-
+T = TypeVar("T")
 MATCH_TOL_PPM = 50.0  # precursor_match is judged at this tolerance when the filter is off
 _MASSES: list[float] = mass_table(torch.float64).tolist()
 
@@ -79,6 +80,22 @@ def precursor_matches(mass: float, precursor_mass: float, tol_ppm: float, isotop
 
 def _autocast(device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _inference(decoder: Callable[..., T]) -> Callable[..., T]:
+    """Run a decoder without gradients and with the model in eval mode, then give the model its mode back."""
+
+    @wraps(decoder)
+    def wrapper(model, *args, **kwargs):
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                return decoder(model, *args, **kwargs)
+        finally:
+            model.train(was_training)
+
+    return wrapper
 
 
 def _check(max_length: int, beam_size: int = 1, tol: float | None = None, isotopes: Sequence[int] = (0,)) -> None:
@@ -116,6 +133,7 @@ class _OnePosition(nn.Module):
 @contextmanager
 def _evidence_at(model, position: int):
     """Compute the ion-evidence head at ``position`` only while decoding (see ``_OnePosition``)."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile's wrapper: decode() runs the original
     inner = getattr(model, "ion_evidence", None)
     if not isinstance(inner, nn.Module):
         yield
@@ -154,7 +172,7 @@ def _prediction(tokens: list[int], score: float, precursor_mass: float, tol: flo
     return Prediction(decode(tokens), tokens, score, match)
 
 
-@torch.no_grad()
+@_inference
 def greedy_decode(model, batch: Batch, max_length: int = 30, precursor_tol_ppm: float = MATCH_TOL_PPM,
                   isotopes: tuple[int, ...] = (0, 1)) -> list[Prediction]:
     """The most likely token at every step, for every spectrum of ``batch``.
@@ -163,7 +181,6 @@ def greedy_decode(model, batch: Batch, max_length: int = 30, precursor_tol_ppm: 
     Returns one Prediction per spectrum, in batch order.
     """
     _check(max_length, 1, precursor_tol_ppm, isotopes)
-    model.eval()
     n = len(batch)
     device = batch.mz.device
     with _autocast(device):
@@ -192,7 +209,7 @@ def greedy_decode(model, batch: Batch, max_length: int = 30, precursor_tol_ppm: 
     return out
 
 
-@torch.no_grad()
+@_inference
 def beam_search(model, batch: Batch, beam_size: int = 5, max_length: int = 30,
                 precursor_tol_ppm: float | None = 50.0, isotopes: tuple[int, ...] = (0, 1)) -> list[Prediction]:
     """Beam search with an optional precursor filter (see the module docstring).
@@ -202,7 +219,6 @@ def beam_search(model, batch: Batch, beam_size: int = 5, max_length: int = 30,
     ``MATCH_TOL_PPM`` when the filter is off).
     """
     _check(max_length, beam_size, precursor_tol_ppm, isotopes)
-    model.eval()
     n, k = len(batch), beam_size
     device = batch.mz.device
     filtering = precursor_tol_ppm is not None

@@ -44,6 +44,7 @@ COLUMNS = ("file", "index", "title", "charge", "precursor_mz", "truth", "predict
            "precursor_match", "peptide_match")
 PRECURSOR_TOL_PPM = 50.0
 ISOTOPES = (0, 1)
+MAX_LENGTH = 63  # the decoder's position embedding has 64 slots (the start token takes one)
 
 
 def pick_device(name: str) -> torch.device:
@@ -121,6 +122,8 @@ def evaluate_file(
         raise InputError("--beam-size", beam_size, "must be >= 1 (1 decodes greedily)")
     if batch_size < 1:
         raise InputError("--batch-size", batch_size, "must be >= 1")
+    if not 1 <= max_length <= MAX_LENGTH:
+        raise InputError("--max-length", max_length, f"must be in 1..{MAX_LENGTH}")
     if not mgf_paths:
         raise InputError("--mgf", "[]", "give at least one MGF file")
     out_path = Path(out) if out is not None else None
@@ -192,6 +195,7 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--beam-size", type=int, default=1,
                         help="1: greedy (default); K > 1: beam search with the precursor filter")
     parser.add_argument("--batch-size", type=int, default=64, help="spectra decoded at once (default 64)")
+    parser.add_argument("--max-length", type=int, default=30, help="most tokens per peptide (default 30)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for torch (0: torch's default); 1 is fastest on a busy machine")
@@ -206,7 +210,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    summary = evaluate_file(args.checkpoint, args.mgf, args.out, args.beam_size, args.batch_size, args.device)
+    summary = evaluate_file(args.checkpoint, args.mgf, args.out, args.beam_size, args.batch_size, args.device,
+                            args.max_length)
     decoder = "greedy" if args.beam_size == 1 else f"beam {args.beam_size}"
     print(f"{summary['spectra']} spectra decoded ({decoder}), {summary['annotated']} annotated; "
           f"precursor match {summary['precursor_match_rate']:.4f}; {summary['spectra_per_s']:.1f} spectra/s")

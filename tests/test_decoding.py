@@ -302,6 +302,16 @@ def test_empty_spectrum_and_cut_off(model, clean):
             assert pred.peptide == decode(pred.tokens)
 
 
+def test_decoding_gives_the_model_its_mode_back(model, clean):
+    model.train()
+    greedy_decode(model, clean.select(slice(0, 2)), max_length=3)
+    beam_search(model, clean.select(slice(0, 2)), beam_size=2, max_length=3)
+    assert model.training
+    model.eval()
+    greedy_decode(model, clean.select(slice(0, 2)), max_length=3)
+    assert not model.training
+
+
 def test_untrained_model_ends_at_max_length():
     torch.manual_seed(0)
     model = Spec2Pep(load_config("tiny", TINY).model).eval()

@@ -136,6 +136,7 @@ def _bad_inputs(ckpt: Path, synthetic_mgf: Path, tmp: Path) -> dict[str, list[st
         "bad flag": ["--checkpoint", str(ckpt), "--mgf", str(synthetic_mgf), "--beam", "5"],
         "beam size 0": ["--checkpoint", str(ckpt), "--mgf", str(synthetic_mgf), "--beam-size", "0"],
         "batch size not a number": ["--checkpoint", str(ckpt), "--mgf", str(synthetic_mgf), "--batch-size", "x"],
+        "max length 0": ["--checkpoint", str(ckpt), "--mgf", str(synthetic_mgf), "--max-length", "0"],
         "bad device": ["--checkpoint", str(ckpt), "--mgf", str(synthetic_mgf), "--device", "tpu"],
         "out is a directory": ["--checkpoint", str(ckpt), "--mgf", str(synthetic_mgf), "--out", str(tmp)],
         "no checkpoint": ["--mgf", str(synthetic_mgf)],
