@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -33,3 +34,17 @@ def exit_on_input_error(main: Callable[..., T]) -> Callable[..., T]:
             sys.exit(2)
 
     return wrapper
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the project's one-line errors: ``error: command line: arguments: <message>``, exit 2.
+
+    Abbreviated flags are refused (``--beam 5`` is not taken for ``--beam-size 5``).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InputError("command line", "arguments", message)

@@ -33,10 +33,9 @@ from .checkpoint import load_checkpoint
 from .config import TrainConfig, build
 from .data import open_mgf
 from .decoding import decode_dataset
-from .errors import InputError, exit_on_input_error
+from .errors import InputError, OneLineParser, exit_on_input_error
 from .metrics import aa_match, aa_match_metrics
 from .network import Spec2Pep
-from .train import _Parser
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +187,7 @@ def evaluate_file(
 
 
 def parse_args(argv: list[str] | None = None):
-    parser = _Parser(prog="model.evaluate", description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser = OneLineParser(prog="model.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="last.pt written by model.train, or its output dir")
     parser.add_argument("--mgf", required=True, action="append", help="MGF file to decode (repeatable)")
     parser.add_argument("--out", default="predictions.csv", help="CSV of predictions (default predictions.csv)")

@@ -27,7 +27,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, load_config, read_yaml, resolve_preset, to_dict
 from .curriculum import AUX_LOSSES, Curriculum, CurriculumState, clean_ce, load_curriculum
 from .data import collate, make_stream, open_mgf, validation_sets
-from .errors import InputError, exit_on_input_error
+from .errors import InputError, OneLineParser, exit_on_input_error
 from .health import Health
 from .losses import cross_entropy, hard_coverage, precursor_loss, spectrum_loss
 from .network import Spec2Pep
@@ -411,16 +411,8 @@ def _json(obj: dict) -> str:
     return json.dumps(obj, indent=2, sort_keys=True) + "\n"
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with DESIGN's one-line errors: ``error: <prog>: <flag>: <what is allowed>``, exit 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"error: {self.prog}: arguments: {message}\n")
-        sys.exit(2)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = _Parser(prog="model.train", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="model.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="config YAML or preset name (tiny, base)")
     parser.add_argument("--curriculum", help="curriculum YAML or shipped name (original, delayed, current, revised, conservative)")
     parser.add_argument("--out", help="output directory (default results/train/<config>-<curriculum>-s<seed>)")

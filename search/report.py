@@ -13,7 +13,6 @@ prints the ranking and writes ``<experiment_dir>/report/`` (see ``write_report``
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import os
@@ -24,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from model import names
-from model.errors import InputError, exit_on_input_error
+from model.errors import InputError, OneLineParser, exit_on_input_error
 
 from . import stats
 from .ranking import RANKING_RULE, group_table, rank
@@ -138,18 +137,11 @@ def _missing(value: object) -> bool:
 
 # --- command line --------------------------------------------------------------------------------
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with the project's one-line errors (exit 2) instead of a usage block."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise InputError("command line", "arguments", message)
-
-
 @exit_on_input_error
 def main(argv: list[str] | None = None) -> int:
     from . import render
 
-    parser = _Parser(prog="python -m search.report", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m search.report", description=__doc__.splitlines()[0])
     parser.add_argument("experiment_dir", type=Path, help="a directory written by search.run")
     parser.add_argument("--top", type=int, default=DEFAULT_TOP, help="curricula drawn in the step plots")
     args = parser.parse_args(argv)
