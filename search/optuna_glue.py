@@ -178,7 +178,8 @@ class CurriculumSearcher(Searcher):
         else:
             outcome = COMPLETE
         done = self.outcomes.setdefault(config_id, {})
-        done[replicate] = (outcome, dict(result) if result else None)
+        kept = {k: result[k] for k in (self.metric, names.STEP) if k in result} if result else None
+        done[replicate] = (outcome, kept)  # only what Optuna is told: the searcher state stays small
         if self._is_searched(config_id) and len(done) == len(self.space.seeds):
             self._tell(config_id, done)
 

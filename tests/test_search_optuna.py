@@ -80,7 +80,7 @@ def test_named_first_replicates_and_pruned_states(ray_driver, tmp_path):
     assert status[(HOPELESS, 0)] == status[(HOPELESS, 1)] == "stopped"
     assert all(trials[t]["stopped_at_step"] in (10, 20, 30) for t in trials if trials[t]["status"] == "stopped")
 
-    state_file = glob.glob(str(exp_dir / "searcher-state-*.pkl"))[0]
+    state_file = sorted(glob.glob(str(exp_dir / "searcher-state-*.pkl")))[-1]
     with open(state_file, "rb") as f:
         state = pickle.load(f)
     study: optuna.Study = pickle.loads(state["inner"])["_ot_study"]

@@ -156,7 +156,7 @@ def test_wandb_offline_run_per_trial_with_its_history(e2e):
     exp, _ = e2e
     trials = json.loads((exp / "trials.json").read_text())
     run_ids = set()
-    for tid, entry in trials.items():
+    for entry in trials.values():
         files = glob.glob(str(exp / entry["trial_dir"] / "wandb" / "offline-run-*" / "run-*.wandb"))
         assert len(files) == 1, files
         history, run = [], None
@@ -181,7 +181,7 @@ def test_wandb_offline_run_per_trial_with_its_history(e2e):
 def test_optuna_told_pruned_for_stopped_and_diverged(e2e):
     exp, _ = e2e
     trials = json.loads((exp / "trials.json").read_text())
-    with open(glob.glob(str(exp / "searcher-state-*.pkl"))[0], "rb") as f:
+    with open(sorted(glob.glob(str(exp / "searcher-state-*.pkl")))[-1], "rb") as f:
         state = pickle.load(f)
     study: optuna.Study = pickle.loads(state["inner"])["_ot_study"]
     assert len(study.trials) == 4
