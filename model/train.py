@@ -280,124 +280,129 @@ def train(
         run_config = {"config": to_dict(cfg), "curriculum": curriculum.to_dict(), **curriculum.params()}
         wb = WandbRun(cfg.wandb, out_dir, wandb_run_id, wandb_run_name, run_config)
 
-    progress = None
-    if cfg.train.progress and sys.stderr.isatty():
-        from tqdm import tqdm
+    try:
+        progress = None
+        if cfg.train.progress and sys.stderr.isatty():
+            from tqdm import tqdm
 
-        progress = tqdm(total=cfg.optim.max_steps, initial=step, desc=curriculum.name, unit="step", leave=False)
+            progress = tqdm(total=cfg.optim.max_steps, initial=step, desc=curriculum.name, unit="step", leave=False)
 
-    status = "completed"
-    interval = Interval()
-    tick = time.perf_counter()
-    interval_start, steps_in_interval = tick, 0
-    debug_nan = cfg.train.debug_nonfinite_from_step
-    while step < cfg.optim.max_steps:
-        state = curriculum.at(step, gates)
-        lr = get_lr(step, cfg.optim)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        batch = stream.batch(step, state)
-        parts = losses(batch, state, device)
-        total = parts["total"]
-        if 0 <= debug_nan <= step:
-            total = total * float("nan")  # fault injection for tests of the NaN guard
-        finite = bool(torch.isfinite(total))
-        if finite:
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            finite = bool(torch.isfinite(grad_norm))
-        if finite:
-            optimizer.step()
-        else:
-            optimizer.zero_grad(set_to_none=True)
-        health.observe(float(total.detach()), finite)
-        if finite:
-            interval.add(names.TRAIN_LOSS, float(total.detach()))
-            interval.add(names.TRAIN_CE, float(parts["ce"].detach()))
-            for loss, key in (("spectrum", names.TRAIN_SPECTRUM), ("precursor", names.TRAIN_PRECURSOR)):
-                if loss in parts:
-                    interval.add(key, float(parts[loss].detach()))
-            c, n = token_accuracy(parts["logits"].detach(), batch.tokens)
-            interval.correct, interval.counted = interval.correct + c, interval.counted + n
-        step += 1
-        steps_in_interval += 1
-        if progress is not None:
-            progress.update(1)
-
-        diverged = health.nonfinite_streak >= cfg.train.max_nonfinite_streak
-        if step % cfg.train.eval_interval and step < cfg.optim.max_steps and not diverged:
-            continue
-
-        # Evaluation, checkpoint, hooks.
-        now = time.perf_counter()
-        elapsed += now - tick
-        tick = now
-        row: dict[str, float] = {names.STEP: step, names.ELAPSED_S: round(elapsed, 3)}
-        for key in (names.TRAIN_LOSS, names.TRAIN_CE, names.TRAIN_SPECTRUM, names.TRAIN_PRECURSOR):
-            row[key] = interval.mean(key)
-        row[names.TRAIN_ACCURACY] = interval.correct / interval.counted if interval.counted else names.MISSING
-        row[names.TRAIN_LR] = lr
-        row[names.TRAIN_STEPS_PER_S] = steps_in_interval / max(now - interval_start, 1e-9)
-        row.update(evaluate(model, sets, cfg, device))
-        accuracy = row[names.VAL_ACCURACY]
-        gates = curriculum.update_gates(gates, step, accuracy)
-        if steps_to_90 is None and accuracy >= 0.90:
-            steps_to_90 = step
-        best = max(best, accuracy)
-        row[names.BEST_VAL_ACCURACY] = best
-        row[names.SPECTRUM_WEIGHT] = state.spectrum_weight
-        row[names.PRECURSOR_WEIGHT] = state.precursor_weight
-        row[names.MIN_LENGTH] = state.min_length
-        row[names.MAX_LENGTH] = state.max_length
-        row[names.NOISE_PEAKS] = state.noise_peaks
-        for loss, key in names.INTRO_STEP_NAMES.items():
-            intro = curriculum.intro_step(loss, gates)
-            row[key] = float(intro) if intro is not None else names.MISSING
-        for ratio, cosine in names.GRAD_NAMES.values():
-            row[ratio] = row[cosine] = names.MISSING
-        n_evals = len(rows) + 1
-        active = state.spectrum_weight > 0 or state.precursor_weight > 0
-        if active and not diverged and cfg.train.grad_strength_interval and n_evals % cfg.train.grad_strength_interval == 0:
-            row.update(gradient_strength(model, losses, batch, state, device))
-        row[names.NAN_COUNT] = health.nan_count
-        row[names.SPIKE_COUNT] = health.spike_count
-        row[names.STEPS_TO_90] = float(steps_to_90) if steps_to_90 is not None else names.MISSING
-        row[names.NONFINITE_STREAK] = health.nonfinite_streak
-        row = {k: (float(v) if math.isfinite(float(v)) else names.MISSING) for k, v in row.items()}
-        row[names.STEP] = step
-        rows.append(row)
-        metrics_file.write(rows)
-        if wb is not None:
-            wb.log(row)
+        status = "completed"
         interval = Interval()
-        interval_start, steps_in_interval = time.perf_counter(), 0
-
-        every = cfg.train.checkpoint_interval
-        if not every or n_evals % max(1, every // cfg.train.eval_interval) == 0 or step >= cfg.optim.max_steps:
-            save_checkpoint(last_ckpt, {
-                "model": (getattr(model, "_orig_mod", model)).state_dict(), "optimizer": optimizer.state_dict(),
-                "step": step, "gates": gates, "rows": rows, "elapsed": elapsed, "steps_to_90": steps_to_90,
-                "best": best, "health": health.state_dict(), "rng": torch.get_rng_state(),
-                "wandb_run_id": wb.id if wb is not None else wandb_run_id,
-                "config": to_dict(cfg), "curriculum": curriculum.to_dict(),
-            })
-        log.info("step %d  val/token_accuracy %.4f  val_easy %.4f  nan %d  spikes %d", step, accuracy,
-                 row[names.VAL_EASY_ACCURACY], health.nan_count, health.spike_count)
-        if diverged:
-            status = "diverged"
-            break
-        if on_eval is not None and on_eval(row, ckpt_dir):
-            status = "stopped"
-            break
-        if cfg.train.stop_at_accuracy and accuracy >= cfg.train.stop_at_accuracy:
-            status = "reached_target"
-            break
         tick = time.perf_counter()
+        interval_start, steps_in_interval = tick, 0
+        debug_nan = cfg.train.debug_nonfinite_from_step
+        while step < cfg.optim.max_steps:
+            state = curriculum.at(step, gates)
+            lr = get_lr(step, cfg.optim)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = stream.batch(step, state)
+            parts = losses(batch, state, device)
+            total = parts["total"]
+            if 0 <= debug_nan <= step:
+                total = total * float("nan")  # fault injection for tests of the NaN guard
+            finite = bool(torch.isfinite(total))
+            if finite:
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+                finite = bool(torch.isfinite(grad_norm))
+            if finite:
+                optimizer.step()
+            else:
+                optimizer.zero_grad(set_to_none=True)
+            health.observe(float(total.detach()), finite)
+            if finite:
+                interval.add(names.TRAIN_LOSS, float(total.detach()))
+                interval.add(names.TRAIN_CE, float(parts["ce"].detach()))
+                for loss, key in (("spectrum", names.TRAIN_SPECTRUM), ("precursor", names.TRAIN_PRECURSOR)):
+                    if loss in parts:
+                        interval.add(key, float(parts[loss].detach()))
+                c, n = token_accuracy(parts["logits"].detach(), batch.tokens)
+                interval.correct, interval.counted = interval.correct + c, interval.counted + n
+            step += 1
+            steps_in_interval += 1
+            if progress is not None:
+                progress.update(1)
 
-    if progress is not None:
-        progress.close()
+            diverged = health.nonfinite_streak >= cfg.train.max_nonfinite_streak
+            if step % cfg.train.eval_interval and step < cfg.optim.max_steps and not diverged:
+                continue
+
+            # Evaluation, checkpoint, hooks.
+            now = time.perf_counter()
+            elapsed += now - tick
+            tick = now
+            row: dict[str, float] = {names.STEP: step, names.ELAPSED_S: round(elapsed, 3)}
+            for key in (names.TRAIN_LOSS, names.TRAIN_CE, names.TRAIN_SPECTRUM, names.TRAIN_PRECURSOR):
+                row[key] = interval.mean(key)
+            row[names.TRAIN_ACCURACY] = interval.correct / interval.counted if interval.counted else names.MISSING
+            row[names.TRAIN_LR] = lr
+            row[names.TRAIN_STEPS_PER_S] = steps_in_interval / max(now - interval_start, 1e-9)
+            row.update(evaluate(model, sets, cfg, device))
+            accuracy = row[names.VAL_ACCURACY]
+            gates = curriculum.update_gates(gates, step, accuracy)
+            if steps_to_90 is None and accuracy >= 0.90:
+                steps_to_90 = step
+            best = max(best, accuracy)
+            row[names.BEST_VAL_ACCURACY] = best
+            row[names.SPECTRUM_WEIGHT] = state.spectrum_weight
+            row[names.PRECURSOR_WEIGHT] = state.precursor_weight
+            row[names.MIN_LENGTH] = state.min_length
+            row[names.MAX_LENGTH] = state.max_length
+            row[names.NOISE_PEAKS] = state.noise_peaks
+            for loss, key in names.INTRO_STEP_NAMES.items():
+                intro = curriculum.intro_step(loss, gates)
+                row[key] = float(intro) if intro is not None else names.MISSING
+            for ratio, cosine in names.GRAD_NAMES.values():
+                row[ratio] = row[cosine] = names.MISSING
+            n_evals = len(rows) + 1
+            active = state.spectrum_weight > 0 or state.precursor_weight > 0
+            if active and not diverged and cfg.train.grad_strength_interval and n_evals % cfg.train.grad_strength_interval == 0:
+                row.update(gradient_strength(model, losses, batch, state, device))
+            row[names.NAN_COUNT] = health.nan_count
+            row[names.SPIKE_COUNT] = health.spike_count
+            row[names.STEPS_TO_90] = float(steps_to_90) if steps_to_90 is not None else names.MISSING
+            row[names.NONFINITE_STREAK] = health.nonfinite_streak
+            row = {k: (float(v) if math.isfinite(float(v)) else names.MISSING) for k, v in row.items()}
+            row[names.STEP] = step
+            rows.append(row)
+            metrics_file.write(rows)
+            if wb is not None:
+                wb.log(row)
+            interval = Interval()
+            interval_start, steps_in_interval = time.perf_counter(), 0
+
+            every = cfg.train.checkpoint_interval
+            if not every or n_evals % max(1, every // cfg.train.eval_interval) == 0 or step >= cfg.optim.max_steps:
+                save_checkpoint(last_ckpt, {
+                    "model": (getattr(model, "_orig_mod", model)).state_dict(), "optimizer": optimizer.state_dict(),
+                    "step": step, "gates": gates, "rows": rows, "elapsed": elapsed, "steps_to_90": steps_to_90,
+                    "best": best, "health": health.state_dict(), "rng": torch.get_rng_state(),
+                    "wandb_run_id": wb.id if wb is not None else wandb_run_id,
+                    "config": to_dict(cfg), "curriculum": curriculum.to_dict(),
+                })
+            log.info("step %d  val/token_accuracy %.4f  val_easy %.4f  nan %d  spikes %d", step, accuracy,
+                     row[names.VAL_EASY_ACCURACY], health.nan_count, health.spike_count)
+            if diverged:
+                status = "diverged"
+                break
+            if on_eval is not None and on_eval(row, ckpt_dir):
+                status = "stopped"
+                break
+            if cfg.train.stop_at_accuracy and accuracy >= cfg.train.stop_at_accuracy:
+                status = "reached_target"
+                break
+            tick = time.perf_counter()
+
+        if progress is not None:
+            progress.close()
+    except BaseException:
+        if wb is not None:  # close the W&B run of a crashed or interrupted training, so its files are whole
+            wb.run.finish(exit_code=1)
+        raise
     summary = _summary(rows, status, step, health, steps_to_90, best)
     (out_dir / "summary.json").write_text(_json(summary))
     if wb is not None:

@@ -371,3 +371,16 @@ def test_training_on_mgf_files_reports_decoded_metrics(tmp_path: Path) -> None:
     bare.write_text("\n".join(line for line in REAL_MGF.read_text().splitlines() if not line.startswith("SEQ=")))
     with pytest.raises(trainer.InputError, match="no annotated spectrum"):
         trainer.train(_cfg(20, **{"data.val_files": [str(bare)]}), clean_ce(20), tmp_path / "bare")
+
+
+def test_a_crashed_training_closes_its_wandb_run(tmp_path: Path) -> None:
+    """An exception inside train() (here from the caller's hook) must not leave a W&B run open."""
+    def explode(row, ckpt_dir):
+        raise RuntimeError("the caller's hook failed")
+
+    cfg = _cfg(20, **{"wandb.mode": "offline"})
+    with pytest.raises(RuntimeError, match="hook failed"):
+        trainer.train(cfg, clean_ce(20), tmp_path, on_eval=explode)
+    (run_file,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    exits = [r.exit for r in _wandb_records(run_file) if r.WhichOneof("record_type") == "exit"]
+    assert exits and exits[-1].exit_code == 1  # finished, and marked as failed
