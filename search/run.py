@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from model.errors import InputError, exit_on_input_error
+from model.errors import InputError, OneLineParser, exit_on_input_error
 
 from .space import Space, load_space
 
@@ -31,13 +31,8 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_STORAGE = REPO / "results"
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise InputError("command line", "arguments", message)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = ArgumentParser(prog="python -m search.run", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m search.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--space", required=True, help="space YAML (spaces/*.yaml) or a shipped space's name")
     p.add_argument("--name", help="experiment name (default: the space's name)")
     p.add_argument("--storage", default=None,
