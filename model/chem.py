@@ -140,8 +140,11 @@ def token_mass(token: str) -> float:
     raise ValueError(f"unknown token {token!r}")
 
 
-def _residue_masses(peptide: str | list[str]) -> list[float]:
-    """Per-residue masses, with an N-terminal modification folded into the first residue."""
+def residue_masses(peptide: str | list[str]) -> list[float]:
+    """Per-residue masses, with an N-terminal modification folded into the first residue.
+
+    A string must parse (``parse_peptide`` raises ValueError); a token list with no residue gives [].
+    """
     tokens = parse_peptide(peptide) if isinstance(peptide, str) else list(peptide)
     masses: list[float] = []
     nterm = 0.0
@@ -150,9 +153,16 @@ def _residue_masses(peptide: str | list[str]) -> list[float]:
             nterm += token_mass(token)
         else:
             masses.append(token_mass(token))
-    if not masses:  # a token list skips parse_peptide's check
+    if masses:
+        masses[0] += nterm
+    return masses
+
+
+def _residue_masses(peptide: str | list[str]) -> list[float]:
+    """``residue_masses``, refusing a peptide without residues (a token list skips parse_peptide's check)."""
+    masses = residue_masses(peptide)
+    if not masses:
         raise ValueError(f"peptide {peptide!r} has no residues")
-    masses[0] += nterm
     return masses
 
 

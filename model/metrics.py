@@ -24,28 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .chem import NTERM_ACETYL, fragment_mz, parse_peptide, token_mass
+from .chem import fragment_mz, parse_peptide, residue_masses
 
 CUM_MASS_TOLERANCE = 0.5  # Da: prefix (or suffix) masses closer than this are aligned
 AA_MASS_TOLERANCE = 0.1  # Da: aligned residues closer than this are a match
-
-
-def residue_masses(peptide: str | Sequence[str]) -> list[float]:
-    """(n,) mass of each residue of a peptide string or canonical token list, acetyl folded into the first.
-
-    An empty token list gives an empty list; a string must parse (``parse_peptide`` raises ValueError).
-    """
-    tokens = parse_peptide(peptide) if isinstance(peptide, str) else peptide
-    masses: list[float] = []
-    nterm = 0.0
-    for token in tokens:
-        if token == NTERM_ACETYL:
-            nterm += token_mass(token)
-        else:
-            masses.append(token_mass(token))
-    if masses:
-        masses[0] += nterm
-    return masses
 
 
 def _walk(pred: Sequence[float], true: Sequence[float]) -> tuple[list[bool], list[int]]:

@@ -106,3 +106,14 @@ def run_search(args: list[str], env: dict[str, str], timeout: float = 300) -> su
     """``python -m search.run ARGS`` from the repository root."""
     return subprocess.run([sys.executable, "-m", "search.run", *args], env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module of small-tensor tests; the previous count is given back."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -39,13 +39,8 @@ def synthetic_mgf(tmp_path_factory) -> Path:
     return write_mgf(tmp_path_factory.mktemp("mgf") / "synthetic.mgf", batch)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread, as in test_decoding (see there why); the CLI gets --threads 1."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Small tensors: one thread is faster than two fighting over a busy machine's cores (conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:

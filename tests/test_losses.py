@@ -26,12 +26,8 @@ MASSES = mass_table(torch.float64)
 TOL = 0.05
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Small tensors: one thread is faster than two fighting over a busy machine's cores (conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _gen(n: int = 64, lo: int = 7, hi: int = 12, noise: int = 0, step: int = 0, **data) -> Batch:

@@ -18,13 +18,8 @@ def _gen(n: int = 8, lo: int = 7, hi: int = 10, noise: int = 2, step: int = 0, *
     return generate(n, lo, hi, noise, DataConfig(**data), step_generator(5, step, "cpu"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one thread is faster than two fighting over a busy machine's cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Small tensors: one thread is faster than two fighting over a busy machine's cores (conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
