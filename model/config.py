@@ -225,16 +225,21 @@ def set_dotted(data: dict, dotted: str, value: Any) -> None:
     node[last] = value
 
 
-def resolve_preset(name_or_path: str | Path) -> Path:
-    """A preset name (``tiny``, ``base``) or a path to a config YAML."""
+def resolve_shipped(name_or_path: str | Path, folder: Path, kind: str) -> Path:
+    """A path to a YAML file, or the name of one shipped in ``folder``; InputError names the shipped ones."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         return path
-    shipped = CONFIG_DIR / f"{name_or_path}.yaml"
+    shipped = folder / f"{name_or_path}.yaml"
     if not shipped.is_file():
-        names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-        raise InputError(name_or_path, "preset", f"unknown preset; shipped: {', '.join(names)}")
+        names = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise InputError(name_or_path, kind, f"unknown {kind}; shipped: {', '.join(names)}")
     return shipped
+
+
+def resolve_preset(name_or_path: str | Path) -> Path:
+    """A preset name (``tiny``, ``base``) or a path to a config YAML."""
+    return resolve_shipped(name_or_path, CONFIG_DIR, "preset")
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import build, read_yaml
+from .config import build, read_yaml, resolve_shipped
 from .errors import InputError
 
 CURRICULUM_DIR = Path(__file__).parent / "configs" / "curricula"
@@ -265,13 +265,7 @@ def shipped_curricula() -> list[str]:
 
 
 def resolve_curriculum(name_or_path: str | Path) -> Path:
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        return path
-    shipped = CURRICULUM_DIR / f"{name_or_path}.yaml"
-    if not shipped.is_file():
-        raise InputError(name_or_path, "curriculum", f"unknown curriculum; shipped: {', '.join(shipped_curricula())}")
-    return shipped
+    return resolve_shipped(name_or_path, CURRICULUM_DIR, "curriculum")
 
 
 def load_curriculum(name_or_path: str | Path) -> Curriculum:
