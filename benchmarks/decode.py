@@ -9,8 +9,7 @@ STOP, so every peptide runs to ``max_length``; ``--random`` measures that worst 
 ``--threads`` CPU threads (or the GPU with ``--device cuda``): 256 synthetic clean 7-10 spectra and the
 128 real spectra of tests/data/sample_preprocessed_spectra.mgf (collated with the checkpoint's
 preprocessing; reading the file is not timed), in batches of ``--batch-size``. Prints the figures,
-with peptide recall for context, and writes them as JSON. ``--full-evidence`` also times decoding
-with the ion-evidence head computed at every prefix position, as a plain ``model.decode`` does.
+with peptide recall for context, and writes them as JSON.
 
 On a machine busier than its cores (a search running beside it), OpenMP's spinning threads make
 multi-threaded runs 10-30x slower and the figures meaningless; ``OMP_WAIT_POLICY=PASSIVE`` (set before
@@ -105,8 +104,6 @@ def main() -> None:
     parser.add_argument("--spectra", type=int, default=256, help="synthetic spectra to decode")
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2, help="timed runs of each; the best is kept")
-    parser.add_argument("--full-evidence", action="store_true",
-                        help="also time the ion-evidence head at every prefix position")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks" / "decode.json")
     args = parser.parse_args()
 
@@ -132,8 +129,6 @@ def main() -> None:
     )
 
     modes = [("greedy", "greedy", contextlib.nullcontext), (f"beam{args.beam_size}", "beam", contextlib.nullcontext)]
-    if args.full_evidence:
-        modes += [(f"{name}_full_evidence", method, _full_evidence) for name, method, _ in modes]
     figures: dict = {
         "model": "tiny preset", "weights": weights_note, "threads": args.threads, "device": args.device,
         "batch_size": args.batch_size, "repeats": args.repeats,
@@ -153,17 +148,6 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=2) + "\n")
     print(f"written to {args.out}")
-
-
-@contextlib.contextmanager
-def _full_evidence():
-    """Decoding as a plain ``model.decode`` does it: the ion-evidence head at every prefix position."""
-    one_position = decoding._evidence_at
-    decoding._evidence_at = lambda model, position: contextlib.nullcontext()
-    try:
-        yield
-    finally:
-        decoding._evidence_at = one_position
 
 
 if __name__ == "__main__":

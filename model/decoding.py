@@ -2,8 +2,8 @@
 
 Both encode the spectra once and re-run ``model.decode`` on the growing prefix at every step (the
 ion-evidence head needs the prefix masses; prefixes are at most ``max_length`` tokens, so the
-quadratic cost stays small), with the ion-evidence head computed at the one position read (see
-``_OnePosition``: 3-4x faster, same logits). Spectra are decoded in batches; beam search runs the
+quadratic cost stays small), reading only the next token's logits (``last_only``: the ion-evidence
+head runs at that one position, 3-4x faster than at every position, same logits). Spectra are decoded in batches; beam search runs the
 B spectra x K beams as B*K rows.
 
 Rules shared by both, so that every hypothesis is a well-formed peptide:
@@ -34,14 +34,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import wraps
 from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from .chem import C13_DELTA, H2O
 from .synthetic import Batch
@@ -109,51 +107,12 @@ def _check(max_length: int, beam_size: int = 1, tol: float | None = None, isotop
         raise ValueError("isotopes must name at least one isotope offset, e.g. (0,) or (0, 1)")
 
 
-class _OnePosition(nn.Module):
-    """Stands in for ``model.ion_evidence`` during a decoding step: evidence for the one position read.
-
-    The head is pointwise over positions, so the position read gets exactly the bonus it would get from
-    the whole prefix; the others get 0 and are never read. It is most of the cost of a decoding step
-    (19 next residues x 26 candidates x 2 ion types per position), so this makes a step 3-4x cheaper at
-    the usual prefix lengths. A ``positions`` argument to ``Spec2Pep.decode`` would make it unneeded.
-    """
-
-    def __init__(self, inner: nn.Module, position: int) -> None:
-        super().__init__()
-        self.inner, self.position = inner, position
-
-    def forward(self, hidden: torch.Tensor, prefix_mass: torch.Tensor, batch: Batch, mz_sorted: torch.Tensor) -> torch.Tensor:
-        at = slice(self.position, self.position + 1)
-        bonus = self.inner(hidden[:, at], prefix_mass[:, at], batch, mz_sorted)  # (N, 1, V)
-        out = bonus.new_zeros(hidden.shape[0], hidden.shape[1], bonus.shape[-1])  # (N, T, V)
-        out[:, at] = bonus
-        return out
-
-
-@contextmanager
-def _evidence_at(model, position: int):
-    """Compute the ion-evidence head at ``position`` only while decoding (see ``_OnePosition``)."""
-    model = getattr(model, "_orig_mod", model)  # torch.compile's wrapper: decode() runs the original
-    inner = getattr(model, "ion_evidence", None)
-    if not isinstance(inner, nn.Module):
-        yield
-        return
-    model.ion_evidence = _OnePosition(inner, position)
-    try:
-        yield
-    finally:
-        model.ion_evidence = inner
-
-
 def _next_logp(model, batch: Batch, prefix: torch.Tensor, memory: torch.Tensor, memory_pad: torch.Tensor,
                max_length: int) -> torch.Tensor:
     """Log-probabilities (N, V) float32 of the token after ``prefix`` (N, t), with the decoding rules applied."""
     step = prefix.shape[1]
-    # Spec2Pep.prefix_masses cannot take an empty prefix; position 0 sees only itself (causal), so a
-    # one-PAD dummy prefix gives the first step's logits exactly.
-    tokens = prefix if step > 0 else prefix.new_full((prefix.shape[0], 1), PAD)  # (N, max(t, 1))
-    with _autocast(prefix.device), _evidence_at(model, step):
-        logits = model.decode(batch, tokens, memory, memory_pad)[:, step]  # (N, V)
+    with _autocast(prefix.device):
+        logits = model.decode(batch, prefix, memory, memory_pad, last_only=True)[:, 0]  # (N, V)
     logp = F.log_softmax(logits.float(), dim=-1)
     logp[:, PAD] = -math.inf
     if step > 0 or max_length < 2:  # the acetyl opens a peptide and needs room for a residue after it

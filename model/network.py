@@ -167,8 +167,13 @@ class Spec2Pep(nn.Module):
         cum = self.masses[prefix].cumsum(dim=1)
         return F.pad(cum, (1, 0))  # (B, S+1); an empty prefix gives (B, 1) zeros
 
-    def decode(self, batch: Batch, prefix: torch.Tensor, memory: torch.Tensor, memory_pad: torch.Tensor) -> torch.Tensor:
-        """prefix: (B, S) previous token ids -> logits (B, S+1, V) for the token at each position."""
+    def decode(self, batch: Batch, prefix: torch.Tensor, memory: torch.Tensor, memory_pad: torch.Tensor,
+               last_only: bool = False) -> torch.Tensor:
+        """prefix: (B, S) previous token ids -> logits (B, S+1, V) for the token at each position.
+
+        ``last_only``: logits (B, 1, V) for the token after the whole prefix only. Decoding reads just
+        that one, and the ion-evidence head, most of a step's cost, then runs at one position.
+        """
         bsz, s = prefix.shape
         prefix_mass = self.prefix_masses(prefix)  # (B, S+1)
         tokens = torch.cat([self.start.expand(bsz, 1, -1), self.token_embedding(prefix)], dim=1)  # (B, S+1, D)
@@ -179,6 +184,8 @@ class Spec2Pep(nn.Module):
         x[:, 0] = x[:, 0] + self.precursor_embedding(batch)
         causal = torch.triu(torch.ones(s + 1, s + 1, dtype=torch.bool, device=prefix.device), diagonal=1)
         h = self.norm(self.decoder(x, memory, tgt_mask=causal, memory_key_padding_mask=memory_pad))  # (B, S+1, D)
+        if last_only:
+            h, prefix_mass = h[:, -1:], prefix_mass[:, -1:]  # (B, 1, D), (B, 1)
         logits = self.head(h)
         if self.ion_evidence is not None:
             mz_sorted = torch.where(batch.peak_mask, batch.mz, torch.full_like(batch.mz, float("inf")))
