@@ -19,7 +19,6 @@ Python starts) or ``--threads 1`` avoids it. The JSON records the policy.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -128,7 +127,7 @@ def main() -> None:
         [s.peptide for s in spectra],
     )
 
-    modes = [("greedy", "greedy", contextlib.nullcontext), (f"beam{args.beam_size}", "beam", contextlib.nullcontext)]
+    modes = [("greedy", "greedy"), (f"beam{args.beam_size}", "beam")]
     figures: dict = {
         "model": "tiny preset", "weights": weights_note, "threads": args.threads, "device": args.device,
         "batch_size": args.batch_size, "repeats": args.repeats,
@@ -137,9 +136,8 @@ def main() -> None:
     }
     for set_name, (batches, truths) in sets.items():
         decoding.decode_batch(model, batches[0].select(slice(0, 4)), "greedy")  # warm-up
-        for mode, method, context in modes:
-            with context():
-                result = time_decoding(model, batches, truths, method, args.repeats, args.beam_size)
+        for mode, method in modes:
+            result = time_decoding(model, batches, truths, method, args.repeats, args.beam_size)
             figures[f"{set_name}/{mode}"] = result
             print(f"{set_name:22s} {mode:28s} {result['spectra_per_s']:8.1f} spectra/s  "
                   f"(mean length {result['mean_length']}, peptide recall {result['peptide_recall']:.3f}, "
