@@ -29,13 +29,14 @@ from pathlib import Path
 import torch
 
 import model.decoding as decoding
+from model.batch import Batch
 from model.checkpoint import load_checkpoint
 from model.config import TrainConfig, build, load_config
 from model.curriculum import clean_ce
 from model.data import collate, open_mgf
 from model.metrics import aa_match_metrics
 from model.network import Spec2Pep
-from model.synthetic import Batch, generate, step_generator
+from model.synthetic import generate, step_generator
 from model.tokenizer import decode
 from model.train import train
 

@@ -184,15 +184,14 @@ def fragment_mz(peptide: str | list[str], ion_type: str = "b", charge: int = 1) 
         raise ValueError(f"ion_type must be 'b' or 'y', got {ion_type!r}")
     if charge < 1:
         raise ValueError(f"charge must be >= 1, got {charge}")
-    masses = _residue_masses(peptide)
-    if ion_type == "y":
-        masses = masses[::-1]
-    out: list[float] = []
-    running = H2O if ion_type == "y" else 0.0
-    for mass in masses[:-1]:
-        running += mass
-        out.append((running + charge * PROTON) / charge)
-    return out
+    import torch
+
+    from .ions import by_ions
+
+    masses = torch.tensor(_residue_masses(peptide), dtype=torch.float64)
+    ions = by_ions(masses.cumsum(0)[:-1], masses.sum() + H2O)  # (n-1, 4), cleavage i after residue i
+    singly = ions[:, 0] if ion_type == "b" else ions[:, 1].flip(0)  # y_j lies at cleavage n-j
+    return [mz_to_charge(float(mz), charge) for mz in singly]
 
 
 def mz_to_charge(singly_charged_mz: float, charge: int) -> float:

@@ -6,10 +6,11 @@ import dataclasses
 
 import torch
 
+from .batch import Batch
 from .config import TrainConfig
 from .curriculum import Curriculum, CurriculumState
 from .errors import InputError
-from .synthetic import Batch, generate, pack_peaks, step_generator
+from .synthetic import generate, pack_peaks, step_generator
 
 EASY = (7, 10, 0)  # val_easy: clean 7-10 peptides
 

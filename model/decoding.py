@@ -41,8 +41,8 @@ from typing import TypeVar
 import torch
 import torch.nn.functional as F
 
+from .batch import Batch
 from .chem import C13_DELTA, H2O
-from .synthetic import Batch
 from .tokenizer import ACETYL_ID, PAD, STOP, decode, mass_table
 
 T = TypeVar("T")

@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .chem import H2O, PROTON
-from .synthetic import Batch
+from .batch import Batch
+from .chem import H2O
+from .ions import by_ions, cleavages, ion_mask
 from .tokenizer import PAD, STOP
 
 
@@ -43,17 +44,10 @@ def theoretical_ions(residue_masses: torch.Tensor, lengths: torch.Tensor, charge
     residue_masses: (B, T) with zeros after each sequence; lengths: (B,); charge: (B,).
     Returns ion m/z (B, 4*(T-1)) and a validity mask of the same shape.
     """
-    width = residue_masses.shape[1]
-    prefix = residue_masses.cumsum(dim=1)  # (B, T)
-    total = prefix[:, -1:]  # (B, 1) residues only
-    cut = prefix[:, :-1]  # (B, T-1): after residue i
-    valid = torch.arange(width - 1, device=lengths.device)[None, :] < (lengths[:, None] - 1)
-    b = cut + PROTON
-    y = total - cut + H2O + PROTON
-    doubly = valid & (charge[:, None] >= 3)
-    ions = torch.cat([b, y, (b + PROTON) / 2, (y + PROTON) / 2], dim=1)
-    mask = torch.cat([valid, valid, doubly, doubly], dim=1)
-    return ions, mask
+    bsz = residue_masses.shape[0]
+    cut, valid = cleavages(residue_masses, lengths)  # (B, T-1)
+    neutral = residue_masses.sum(dim=1, keepdim=True) + H2O  # (B, 1)
+    return by_ions(cut, neutral).reshape(bsz, -1), ion_mask(valid, charge).reshape(bsz, -1)
 
 
 def match_kernel(distance: torch.Tensor, tolerance: float) -> torch.Tensor:

@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .chem import H2O, PROTON
+from .batch import Batch
+from .chem import H2O
 from .config import ModelConfig
-from .synthetic import Batch
+from .ions import by_ions
 from .tokenizer import ACETYL_ID, PAD, STOP, VOCAB_SIZE, mass_table
 
 MAX_CHARGE_EMBED = 8
@@ -86,16 +87,14 @@ class IonEvidence(nn.Module):
         vocab = self.masses.shape[0]
         cut = prefix_mass[:, :, None] + self.masses  # (B, T, V): prefix mass after each candidate
         total = batch.precursor_mass[:, None, None]  # (B, 1, 1) neutral
-        b1 = cut + PROTON
-        y1 = total - cut + PROTON
-        ions = torch.stack([b1, y1, (b1 + PROTON) / 2, (y1 + PROTON) / 2], dim=-1)  # (B, T, V, 4)
+        ions = by_ions(cut, total)  # (B, T, V, 4)
         match, match_int = peak_lookup(ions.reshape(bsz, -1), mz_sorted, batch.intensity, self.sigma)
         one = torch.cat([match, match_int], dim=-1).reshape(bsz, 2, steps, vocab, 4)
         one = one.permute(0, 2, 3, 1, 4).reshape(bsz, steps, vocab, 8)
 
         # One residue further: is there a b or y ion for some next residue after this candidate?
         cut2 = cut[..., None] + self.residue_masses  # (B, T, V, R)
-        ions2 = torch.stack([cut2 + PROTON, total[..., None] - cut2 + PROTON], dim=-1)  # (B, T, V, R, 2)
+        ions2 = by_ions(cut2, total[..., None])[..., :2]  # (B, T, V, R, 2): singly charged b and y
         match2, _ = peak_lookup(ions2.reshape(bsz, -1), mz_sorted, batch.intensity, self.sigma)
         two = match2.reshape(bsz, steps, vocab, -1, 2).amax(dim=3)  # (B, T, V, 2)
 

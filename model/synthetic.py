@@ -9,46 +9,17 @@ random peaks below the precursor mass.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from .chem import H2O, PROTON
+from .batch import Batch
+from .chem import H2O
 from .config import DataConfig
+from .ions import by_ions, cleavages, ion_mask
 from .tokenizer import PAD, RESIDUES, STOP, TOKEN_ID, mass_table
 
 _RESIDUE_IDS = [TOKEN_ID[r] for r in RESIDUES]
 _C_ID, _M_ID = TOKEN_ID["C"], TOKEN_ID["M"]
 _CAM_ID, _OX_ID = TOKEN_ID["C[Carbamidomethyl]"], TOKEN_ID["M[Oxidation]"]
-
-
-@dataclass
-class Batch:
-    """A batch of annotated spectra. Peaks are sorted by m/z; padding has m/z 0 and intensity 0.
-
-    mz, intensity: (B, P) float32; peak_mask: (B, P) bool, True for a real peak.
-    precursor_mass: (B,) float64, neutral; charge: (B,) int64.
-    tokens: (B, L+1) int64 target ids, each peptide followed by STOP, then PAD.
-    """
-
-    mz: torch.Tensor
-    intensity: torch.Tensor
-    peak_mask: torch.Tensor
-    precursor_mass: torch.Tensor
-    charge: torch.Tensor
-    tokens: torch.Tensor
-
-    def to(self, device: torch.device | str) -> Batch:
-        return Batch(*(t.to(device, non_blocking=True) for t in self.tensors()))
-
-    def tensors(self) -> tuple[torch.Tensor, ...]:
-        return (self.mz, self.intensity, self.peak_mask, self.precursor_mass, self.charge, self.tokens)
-
-    def __len__(self) -> int:
-        return self.mz.shape[0]
-
-    def select(self, index: torch.Tensor | slice) -> Batch:
-        return Batch(*(t[index] for t in self.tensors()))
 
 
 def step_generator(seed: int, step: int, device: torch.device | str) -> torch.Generator:
@@ -85,20 +56,12 @@ def generate(
     ids = torch.where(inside, ids, torch.full_like(ids, PAD))  # (B, L)
 
     residue_mass = masses_by_id[ids]  # (B, L), PAD weighs 0
-    prefix = residue_mass.cumsum(dim=1)  # (B, L): prefix[i] = mass of residues 0..i
-    precursor_mass = prefix[:, -1] + H2O  # (B,)
+    precursor_mass = residue_mass.sum(dim=1) + H2O  # (B,)
     charge = torch.randint(cfg.min_charge, cfg.max_charge + 1, (n,), generator=gen, device=device)
 
-    # Ion i (0-based) cuts after residue i: b_(i+1) and its complement y_(n-i-1); valid for i < n-1.
-    cut = prefix[:, :-1]  # (B, L-1)
-    cut_valid = pos[None, :-1] < (lengths[:, None] - 1)  # (B, L-1)
-    b = cut + PROTON
-    y = precursor_mass[:, None] - cut + PROTON
-    ions = [b, y]
-    doubly = charge >= 3  # (B,)
-    ions += [(b + PROTON) / 2, (y + PROTON) / 2]
-    ion_mz = torch.cat(ions, dim=1)  # (B, 4*(L-1))
-    ion_valid = torch.cat([cut_valid, cut_valid, cut_valid & doubly[:, None], cut_valid & doubly[:, None]], dim=1)
+    cut, cut_valid = cleavages(residue_mass, lengths)  # (B, L-1): cleavage i lies after residue i
+    ion_mz = by_ions(cut, precursor_mass[:, None]).reshape(n, -1)  # (B, 4*(L-1))
+    ion_valid = ion_mask(cut_valid, charge).reshape(n, -1)
     keep = torch.rand(ion_mz.shape, generator=gen, device=device, dtype=torch.float64) < cfg.ion_keep_prob
     ion_keep = ion_valid & keep
 

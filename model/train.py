@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from . import names
+from .batch import Batch
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, load_config, read_yaml, resolve_preset, to_dict
 from .curriculum import AUX_LOSSES, Curriculum, CurriculumState, clean_ce, load_curriculum
@@ -32,7 +33,6 @@ from .health import Health
 from .losses import cross_entropy, hard_coverage, precursor_loss, spectrum_loss
 from .network import Spec2Pep
 from .schedule import get_lr
-from .synthetic import Batch
 
 log = logging.getLogger(__name__)
 

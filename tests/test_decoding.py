@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from model.batch import Batch
 from model.checkpoint import load_checkpoint
 from model.chem import C13_DELTA, PROTON
 from model.chem import peptide_mass as chem_peptide_mass
@@ -33,7 +34,7 @@ from model.decoding import (
 )
 from model.metrics import aa_match_metrics
 from model.network import Spec2Pep
-from model.synthetic import Batch, generate, step_generator
+from model.synthetic import generate, step_generator
 from model.tokenizer import ACETYL_ID, PAD, STOP, TOKEN_ID, VOCAB_SIZE, decode, mass_table
 from model.train import train
 

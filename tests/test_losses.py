@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from model.batch import Batch
 from model.chem import H2O, fragment_mz, peptide_mass
 from model.config import DataConfig
 from model.losses import (
@@ -19,7 +20,7 @@ from model.losses import (
     spectrum_loss,
     theoretical_ions,
 )
-from model.synthetic import Batch, generate, step_generator
+from model.synthetic import generate, step_generator
 from model.tokenizer import PAD, STOP, VOCAB_SIZE, decode, mass_table, tokenize
 
 MASSES = mass_table(torch.float64)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from model.batch import Batch
 from model.chem import H2O
 from model.config import DataConfig, ModelConfig
 from model.network import N_ION_FEATURES, IonEvidence, MassEncoding, Spec2Pep, peak_lookup
-from model.synthetic import Batch, generate, step_generator
+from model.synthetic import generate, step_generator
 from model.tokenizer import PAD, STOP, VOCAB_SIZE
 
 SMALL = ModelConfig(dim=32, n_head=4, dim_feedforward=64, encoder_layers=1, decoder_layers=1)

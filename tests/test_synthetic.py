@@ -9,9 +9,10 @@ import pytest
 import torch
 from pyteomics import mass as pyteomics_mass
 
+from model.batch import Batch
 from model.chem import PROTON, fragment_mz, peptide_mass
 from model.config import DataConfig
-from model.synthetic import Batch, generate, pack_peaks, step_generator
+from model.synthetic import generate, pack_peaks, step_generator
 from model.tokenizer import PAD, STOP, TOKEN_ID, decode
 
 CAM = pyteomics_mass.calculate_mass(formula="C2H3NO")  # carbamidomethyl, from its formula
