@@ -59,6 +59,10 @@ class DataConfig:
     oxidation_prob: float = 0.0
     val_size: int = 512
     val_seed: int = 4242
+    # The validation data of ``val``; 0 / -1: the curriculum's hardest stage. A search sets all three, once.
+    val_min_length: int = 0
+    val_max_length: int = 0
+    val_noise_peaks: int = -1
     train_files: list[str] = field(default_factory=list)
     val_files: list[str] = field(default_factory=list)
     synthetic_fraction: float = 1.0

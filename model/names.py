@@ -20,17 +20,27 @@ TRAIN_ACCURACY = "train/token_accuracy"
 TRAIN_LR = "train/lr"
 TRAIN_STEPS_PER_S = "train/steps_per_s"
 
-VAL_ACCURACY = "val/token_accuracy"
+VAL_ACCURACY = "val/token_accuracy"  # teacher-forced, residues and STOP (the seeds' figure)
+VAL_RESIDUE_ACCURACY = "val/residue_accuracy"  # teacher-forced, residues only: gates, steps to 90%, ranking
+VAL_STOP_ACCURACY = "val/stop_accuracy"  # teacher-forced, STOP positions only
 VAL_CE = "val/ce_loss"
 VAL_SPECTRUM = "val/spectrum_loss"
 VAL_PRECURSOR = "val/precursor_loss"
 VAL_COVERAGE = "val/spectrum_coverage"  # hard coverage of the argmax sequence (DESIGN section 3)
-VAL_PEPTIDE_RECALL = "val/peptide_recall"  # decoded, on real validation files only
+VAL_PEPTIDE_RECALL = "val/peptide_recall"  # greedy-decoded synthetic val, every train.decode_interval evals
 VAL_AA_PRECISION = "val/aa_precision"
 VAL_AA_RECALL = "val/aa_recall"
 VAL_EASY_ACCURACY = "val_easy/token_accuracy"
+VAL_EASY_RESIDUE_ACCURACY = "val_easy/residue_accuracy"
 VAL_REAL_ACCURACY = "val_real/token_accuracy"  # teacher-forced, on real validation files only
+VAL_REAL_RESIDUE_ACCURACY = "val_real/residue_accuracy"
+VAL_REAL_PEPTIDE_RECALL = "val_real/peptide_recall"  # greedy-decoded real validation files
+VAL_REAL_AA_PRECISION = "val_real/aa_precision"
+VAL_REAL_AA_RECALL = "val_real/aa_recall"
 BEST_VAL_ACCURACY = "val/best_token_accuracy"
+BEST_VAL_RESIDUE_ACCURACY = "val/best_residue_accuracy"
+# A hash of the validation tensors (a hex string, not a float): trials with the same one sat the same exam.
+VAL_FINGERPRINT = "val/fingerprint"
 
 SPECTRUM_WEIGHT = "curriculum/spectrum_weight"
 PRECURSOR_WEIGHT = "curriculum/precursor_weight"
