@@ -19,6 +19,7 @@ import yaml
 from .errors import InputError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+SPECTRUM_FORMS = ("soft_mass", "expected_match")  # loss.spectrum_form: model.losses.spectrum_loss
 
 
 @dataclass
@@ -85,6 +86,7 @@ class OptimConfig:
 class LossConfig:
     spectrum_tolerance_da: float = 0.05
     precursor_scale_da: float = 1.0
+    spectrum_form: str = "soft_mass"  # one of SPECTRUM_FORMS
 
 
 @dataclass
@@ -299,6 +301,8 @@ def validate(cfg: TrainConfig, file: object) -> None:
     need(cfg.loss.spectrum_tolerance_da > 0, "loss.spectrum_tolerance_da",
          f"must be > 0, got {cfg.loss.spectrum_tolerance_da}")
     need(cfg.loss.precursor_scale_da > 0, "loss.precursor_scale_da", f"must be > 0, got {cfg.loss.precursor_scale_da}")
+    need(cfg.loss.spectrum_form in SPECTRUM_FORMS, "loss.spectrum_form",
+         f"must be one of {', '.join(SPECTRUM_FORMS)}, got {cfg.loss.spectrum_form!r}")
     need(t.eval_interval >= 1, "train.eval_interval", f"must be >= 1, got {t.eval_interval}")
     need(t.checkpoint_interval >= 0, "train.checkpoint_interval", f"must be >= 0, got {t.checkpoint_interval}")
     need(0.0 <= t.stop_at_accuracy <= 1.0, "train.stop_at_accuracy", f"must be in [0, 1], got {t.stop_at_accuracy}")

@@ -1,9 +1,11 @@
-"""The three losses: cross-entropy, spectrum (soft b/y coverage) and precursor (soft total mass).
+"""The three losses: cross-entropy, spectrum (b/y coverage, two forms) and precursor (soft total mass).
 
-The auxiliary losses read the model's *soft* predicted sequence: at each residue position of the
-target, the expected residue mass under the softmax. PAD and STOP positions are masked (the seeds'
-spectrum loss had a bug there). Every loss is finite, with finite gradients, for every input: empty
-spectra, all-PAD rows and zero intensities included.
+The precursor loss and the ``soft_mass`` spectrum loss read the model's *soft* predicted sequence: at
+each residue position of the target, the expected residue mass under the softmax. The
+``expected_match`` spectrum loss reads the softmax itself: at each position, the expected share of the
+candidate residue's b/y ions that match a peak, with the true prefix before it (teacher forcing). PAD
+and STOP positions are masked (the seeds' spectrum loss had a bug there). Every loss is finite, with
+finite gradients, for every input: empty spectra, all-PAD rows and zero intensities included.
 """
 
 from __future__ import annotations
@@ -13,18 +15,28 @@ import torch.nn.functional as F
 
 from .batch import Batch
 from .chem import H2O
+from .config import SPECTRUM_FORMS
 from .ions import by_ions, cleavages, ion_mask
 from .tokenizer import PAD, STOP
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Teacher-forced CE. logits: (B, T, V); targets: (B, T) with PAD ignored."""
-    if not (targets != PAD).any():
+    """Teacher-forced CE. logits: (B, T, V); targets: (B, T) with PAD ignored.
+
+    Label smoothing moves ``label_smoothing`` of each target's mass to a uniform spread over the V - 1
+    non-PAD tokens, never onto PAD: the model pins the PAD logit at -1e4, so torch's smoothing (which
+    spreads over all V) would add label_smoothing / V * 1e4 nats to every loss and pull PAD upwards.
+    """
+    keep = targets != PAD  # (B, T)
+    if not keep.any():
         return logits.sum() * 0.0
-    return F.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-        ignore_index=PAD, label_smoothing=label_smoothing,
-    )
+    if label_smoothing == 0.0:
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=PAD)
+    logp = logits.float()[keep].log_softmax(dim=-1)  # (N, V)
+    nll = -logp.gather(1, targets[keep][:, None]).squeeze(1)  # (N,)
+    not_pad = torch.arange(logp.shape[1], device=logp.device) != PAD  # (V,)
+    spread = -logp[:, not_pad].mean(dim=1)  # (N,) CE against the uniform over non-PAD tokens
+    return ((1.0 - label_smoothing) * nll + label_smoothing * spread).mean()
 
 
 def residue_mask(targets: torch.Tensor) -> torch.Tensor:
@@ -77,8 +89,23 @@ def coverage(ions: torch.Tensor, ion_mask: torch.Tensor, batch: Batch, tolerance
     return covered / n_ions.clamp(min=1), n_ions > 0
 
 
-def spectrum_loss(logits: torch.Tensor, batch: Batch, masses: torch.Tensor, tolerance: float) -> torch.Tensor:
-    """1 - soft coverage of the observed peaks by the soft predicted sequence, averaged over spectra."""
+def spectrum_loss(logits: torch.Tensor, batch: Batch, masses: torch.Tensor, tolerance: float,
+                  form: str = "soft_mass") -> torch.Tensor:
+    """The spectrum loss of ``form`` (``SPECTRUM_FORMS``): a float32 scalar, 1 - a coverage in [0, 1]."""
+    if form == "soft_mass":
+        return soft_mass_loss(logits, batch, masses, tolerance)
+    if form == "expected_match":
+        return expected_match_loss(logits, batch, masses, tolerance)
+    raise ValueError(f"unknown spectrum loss form {form!r}; allowed: {', '.join(SPECTRUM_FORMS)}")
+
+
+def soft_mass_loss(logits: torch.Tensor, batch: Batch, masses: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """1 - soft coverage of the observed peaks by the soft predicted sequence, averaged over spectra.
+
+    The seeds' loss. A mixture of residues whose expected mass equals the true residue's earns the
+    truth's credit, and a position whose expected mass is off moves every later ion: until the
+    prediction is nearly one-hot the loss sees little but noise.
+    """
     targets = batch.tokens
     soft = soft_masses(logits, targets, masses)
     lengths = residue_mask(targets).sum(dim=1)
@@ -87,6 +114,62 @@ def spectrum_loss(logits: torch.Tensor, batch: Batch, masses: torch.Tensor, tole
     if not has_ions.any():
         return soft.sum().float() * 0.0
     return (1.0 - cov[has_ions]).mean().float()
+
+
+def nearest_peak_distance(query: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """query: (B, Q) float64 m/z -> (B, Q) distance to the nearest real peak; inf where a spectrum has none."""
+    n_peaks = batch.mz.shape[1]
+    if n_peaks == 0:
+        return torch.full_like(query, float("inf"))
+    inf = torch.full_like(batch.mz, float("inf"), dtype=torch.float64)
+    mz = torch.where(batch.peak_mask, batch.mz.double(), inf).sort(dim=1).values  # (B, P), padding last
+    right = torch.searchsorted(mz, query.contiguous()).clamp(max=n_peaks - 1)  # (B, Q)
+    left = (right - 1).clamp(min=0)
+    return torch.minimum((mz.gather(1, left) - query).abs(), (mz.gather(1, right) - query).abs())
+
+
+def candidate_match(batch: Batch, masses: torch.Tensor, tolerance: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """What each candidate token would explain at each cleavage, with the true prefix before it.
+
+    At residue position t, candidate v ends the prefix at (true mass of residues < t) + mass(v); its b
+    and y ions (and b++, y++ for precursor charge >= 3; y against the true peptide's neutral mass) match
+    a peak when one lies within ``tolerance`` (a hard match: no gradient flows through it, the loss is
+    linear in the probabilities). Returns the matched share of those ions (B, T, V) float32, 0 for PAD
+    and STOP, and the positions with a cleavage after them (B, T) bool: residues but the last.
+    """
+    targets = batch.tokens
+    bsz, steps = targets.shape
+    is_residue = residue_mask(targets)
+    true = masses[targets] * is_residue  # (B, T) float64
+    before = true.cumsum(dim=1) - true  # (B, T) true prefix mass before each position
+    neutral = true.sum(dim=1) + H2O  # (B,)
+    ions = by_ions(before[:, :, None] + masses, neutral[:, None, None])  # (B, T, V, 4)
+    hit = nearest_peak_distance(ions.reshape(bsz, -1), batch).reshape(ions.shape) <= tolerance
+    counted = ion_mask(torch.ones_like(targets[:, :1], dtype=torch.bool), batch.charge)[:, 0]  # (B, 4)
+    share = (hit & counted[:, None, None, :]).sum(dim=-1) / counted.sum(dim=-1)[:, None, None]  # (B, T, V)
+    share[..., [PAD, STOP]] = 0.0
+    lengths = is_residue.sum(dim=1)
+    cut = torch.arange(steps, device=targets.device)[None, :] < (lengths[:, None] - 1)  # (B, T)
+    return share.float(), cut
+
+
+def expected_match_loss(logits: torch.Tensor, batch: Batch, masses: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """1 - expected match share of the predicted residue's b/y ions, averaged over cleavages, then spectra.
+
+    Linear in the probabilities: each position is scored by sum_v p(v) * share(v), so a mass-matched
+    mixture (53% G + 47% S where the truth is A) earns only G's and S's own shares, and every position
+    gets a residue-level signal however wrong the others are. At one-hot logits of the truth it is
+    1 - the hard coverage of the true sequence (``hard_coverage``).
+    """
+    share, cut = candidate_match(batch, masses, tolerance)  # (B, T, V), (B, T)
+    probs = logits.float().softmax(dim=-1)  # (B, T, V)
+    expected = (probs * share).sum(dim=-1) * cut  # (B, T)
+    n_cut = cut.sum(dim=1)  # (B,)
+    has = n_cut > 0
+    if not has.any():
+        return probs.sum() * 0.0
+    per_spectrum = expected.sum(dim=1) / n_cut.clamp(min=1)
+    return (1.0 - per_spectrum[has]).mean()
 
 
 def precursor_loss(logits: torch.Tensor, batch: Batch, masses: torch.Tensor, scale_da: float = 1.0) -> torch.Tensor:

@@ -68,7 +68,8 @@ class Losses:
         out = {"logits": logits, "ce": cross_entropy(logits, batch.tokens, self.cfg.optim.label_smoothing)}
         total = out["ce"]
         if state.spectrum_weight > 0:
-            out["spectrum"] = spectrum_loss(logits, batch, masses, self.cfg.loss.spectrum_tolerance_da)
+            out["spectrum"] = spectrum_loss(logits, batch, masses, self.cfg.loss.spectrum_tolerance_da,
+                                            self.cfg.loss.spectrum_form)
             total = total + state.spectrum_weight * out["spectrum"]
         if state.precursor_weight > 0:
             out["precursor"] = precursor_loss(logits, batch, masses, self.cfg.loss.precursor_scale_da)
@@ -102,7 +103,7 @@ def evaluate(model: Spec2Pep, sets: dict[str, Batch], cfg: TrainConfig, device: 
             if name == "val":
                 k = len(batch)
                 ce_sum += float(cross_entropy(logits, batch.tokens)) * k
-                spec_sum += float(spectrum_loss(logits, batch, model.masses, tol)) * k
+                spec_sum += float(spectrum_loss(logits, batch, model.masses, tol, cfg.loss.spectrum_form)) * k
                 prec_sum += float(precursor_loss(logits, batch, model.masses, cfg.loss.precursor_scale_da)) * k
                 cov.append(hard_coverage(logits, batch, model.masses, tol))
         out[f"{name}/token_accuracy"] = correct / max(counted, 1)

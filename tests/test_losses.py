@@ -1,15 +1,20 @@
-"""The three losses against independent numpy references, their masking, and their behaviour on degenerate input."""
+"""The three losses (and both spectrum-loss forms) against independent references, their masking, and their
+behaviour on degenerate input."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from pyteomics import mass as pyteomics_mass
 
 from model.batch import Batch
-from model.chem import H2O, fragment_mz, peptide_mass
-from model.config import DataConfig
+from model.chem import H2O, PROTON, fragment_mz, peptide_mass
+from model.config import SPECTRUM_FORMS, DataConfig, load_config
+from model.errors import InputError
 from model.losses import (
     coverage,
     cross_entropy,
@@ -21,7 +26,7 @@ from model.losses import (
     theoretical_ions,
 )
 from model.synthetic import generate, step_generator
-from model.tokenizer import PAD, STOP, VOCAB_SIZE, decode, mass_table, tokenize
+from model.tokenizer import PAD, RESIDUES, STOP, TOKEN_ID, VOCAB_SIZE, decode, mass_table, tokenize
 
 MASSES = mass_table(torch.float64)
 TOL = 0.05
@@ -75,11 +80,43 @@ def test_cross_entropy_ignores_pad_and_counts_stop() -> None:
     assert float(cross_entropy(changed, tokens)) > float(expected) + 1
 
 
-def test_cross_entropy_label_smoothing_is_passed_through() -> None:
+def test_label_smoothing_spreads_over_the_non_pad_tokens_only() -> None:
+    """Against a numpy reference of smoothed CE whose uniform part skips PAD; smoothing 0 is plain CE."""
+    torch.manual_seed(5)
+    tokens = tokenize(["PEPTIDE", "ACDK"])
+    logits = torch.randn(*tokens.shape, VOCAB_SIZE) * 3
+    logits[..., PAD] = -1e4  # as the model does
+    keep = (tokens != PAD).numpy()
+    logp = torch.log_softmax(logits.double(), dim=-1).numpy()[keep]  # (N, V)
+    nll = -logp[np.arange(len(logp)), tokens.numpy()[keep]]
+    spread = -np.delete(logp, PAD, axis=1).mean(axis=1)
+    for eps in (0.01, 0.1):
+        want = float(((1 - eps) * nll + eps * spread).mean())
+        assert float(cross_entropy(logits, tokens, eps)) == pytest.approx(want, rel=1e-5)
+    plain = F.cross_entropy(logits.reshape(-1, VOCAB_SIZE), tokens.reshape(-1), ignore_index=PAD)
+    assert float(cross_entropy(logits, tokens, 0.0)) == float(plain)
+
+
+def test_label_smoothing_optimum_costs_its_entropy_and_never_pulls_pad_up() -> None:
+    """At the smoothed target's own log-probabilities (PAD pinned at -1e4) the loss is that target's entropy,
+    about 0.085 nats at 0.01, not the ~4 nats of smoothing that puts 0.01 / V on PAD; and PAD's gradient is
+    never negative (a descent step never raises it), even where PAD's logit is free."""
+    eps, k = 0.01, VOCAB_SIZE - 1
     tokens = tokenize(["PEPTIDE"])
-    logits = _one_hot_logits(tokens, 20.0)
-    assert float(cross_entropy(logits, tokens)) < 1e-6
-    assert float(cross_entropy(logits, tokens, label_smoothing=0.1)) > 0.1
+    hi, lo = 1 - eps + eps / k, eps / k
+    logits = torch.full((*tokens.shape, VOCAB_SIZE), math.log(lo))
+    logits.scatter_(2, tokens[..., None], math.log(hi))
+    logits[..., PAD] = -1e4
+    entropy = -(hi * math.log(hi) + (k - 1) * lo * math.log(lo))
+    logits.requires_grad_()
+    loss = cross_entropy(logits, tokens, eps)
+    assert float(loss.detach()) == pytest.approx(entropy, rel=1e-4) and float(loss.detach()) < 0.1
+    (grad,) = torch.autograd.grad(loss, logits)
+    assert grad.abs().max() < 1e-6  # the optimum
+    torch.manual_seed(6)
+    free = torch.randn(*tokens.shape, VOCAB_SIZE, requires_grad=True)  # PAD not pinned
+    (grad,) = torch.autograd.grad(cross_entropy(free, tokens, 0.1), free)
+    assert (grad[..., PAD] > 0).all()
 
 
 # --- theoretical ions and hard coverage ---------------------------------------------------------------------
@@ -145,30 +182,34 @@ def test_spectrum_loss_of_the_truth_is_one_minus_hard_coverage(lo: int, hi: int,
     assert 0.0 <= (1.0 - cov.mean()) - loss_all < 5e-3
 
 
-def test_spectrum_loss_decreases_as_logits_move_towards_the_truth() -> None:
+@pytest.mark.parametrize("form", SPECTRUM_FORMS)
+def test_spectrum_loss_decreases_as_logits_move_towards_the_truth(form: str) -> None:
     batch = _gen(n=64, noise=2, min_charge=2, max_charge=3)
     torch.manual_seed(0)
     noise = torch.randn(*batch.tokens.shape, VOCAB_SIZE) * 2
     truth = _one_hot_logits(batch.tokens, 1.0)
-    losses = [float(spectrum_loss(noise + t * truth, batch, MASSES, TOL)) for t in (0, 4, 8, 16, 40)]
+    losses = [float(spectrum_loss(noise + t * truth, batch, MASSES, TOL, form)) for t in (0, 4, 8, 16, 40)]
     assert all(a > b for a, b in zip(losses, losses[1:])), losses
     assert losses[0] > 0.85 and losses[-1] < 0.45
 
 
-def test_spectrum_loss_gradient_points_towards_the_truth() -> None:
-    """Near the truth, one gradient step on the logits lowers the loss (the shoulder gives a gradient)."""
+@pytest.mark.parametrize(("form", "scale"), [("soft_mass", 10.0), ("expected_match", 5.0)])
+def test_spectrum_loss_gradient_points_towards_the_truth(form: str, scale: float) -> None:
+    """Near the truth, one gradient step on the logits lowers the loss (soft_mass: the shoulder gives a gradient;
+    expected_match, linear in p, is tested less saturated: at scale 10 its softmax gradient is ~1e-4)."""
     batch = _gen(n=32, min_charge=2, max_charge=3)
     torch.manual_seed(1)
-    logits = (_one_hot_logits(batch.tokens, 10.0) + torch.randn(*batch.tokens.shape, VOCAB_SIZE)).requires_grad_()
-    loss = spectrum_loss(logits, batch, MASSES, TOL)
+    logits = (_one_hot_logits(batch.tokens, scale) + torch.randn(*batch.tokens.shape, VOCAB_SIZE)).requires_grad_()
+    loss = spectrum_loss(logits, batch, MASSES, TOL, form)
     loss.backward()
     assert torch.isfinite(logits.grad).all() and float(logits.grad.norm()) > 0
     with torch.no_grad():
-        after = spectrum_loss(logits - 0.1 * logits.grad / logits.grad.norm(), batch, MASSES, TOL)
+        after = spectrum_loss(logits - 0.1 * logits.grad / logits.grad.norm(), batch, MASSES, TOL, form)
     assert float(after) < float(loss.detach()) - 1e-4
 
 
-def test_pad_and_stop_positions_are_masked() -> None:
+@pytest.mark.parametrize("form", SPECTRUM_FORMS)
+def test_pad_and_stop_positions_are_masked(form: str) -> None:
     """Logits at PAD or STOP target positions change neither auxiliary loss (the seeds' spectrum-loss bug)."""
     batch = _gen(n=64, lo=7, hi=14, noise=3, min_charge=2, max_charge=4)
     torch.manual_seed(2)
@@ -177,13 +218,13 @@ def test_pad_and_stop_positions_are_masked() -> None:
     assert outside.any() and (batch.tokens == PAD).any()
     changed = logits.clone()
     changed[outside] = torch.randn_like(changed[outside]) * 50
-    assert float(spectrum_loss(changed, batch, MASSES, TOL)) == pytest.approx(
-        float(spectrum_loss(logits, batch, MASSES, TOL)), abs=1e-7)
+    assert float(spectrum_loss(changed, batch, MASSES, TOL, form)) == pytest.approx(
+        float(spectrum_loss(logits, batch, MASSES, TOL, form)), abs=1e-7)
     assert float(precursor_loss(changed, batch, MASSES)) == pytest.approx(
         float(precursor_loss(logits, batch, MASSES)), abs=1e-7)
     # and the masked positions get no gradient
     logits.requires_grad_()
-    (spectrum_loss(logits, batch, MASSES, TOL) + precursor_loss(logits, batch, MASSES)).backward()
+    (spectrum_loss(logits, batch, MASSES, TOL, form) + precursor_loss(logits, batch, MASSES)).backward()
     assert logits.grad[outside].abs().max() == 0
     assert logits.grad[~outside].abs().max() > 0
 
@@ -196,6 +237,115 @@ def test_soft_masses_are_expected_residue_masses() -> None:
     logits[0, 1, tokens[0, 1]] = 0.0
     soft = soft_masses(logits, tokens, MASSES)
     assert soft[0].tolist() == pytest.approx([float(g + a) / 2, float(a), 0.0])
+
+
+# --- expected-match spectrum loss ---------------------------------------------------------------------------
+
+_WRONG = torch.tensor([TOKEN_ID[r] for r in RESIDUES])
+
+
+def _logits_with_true_share(tokens: torch.Tensor, p: float) -> torch.Tensor:
+    """p on the true token, 1 - p spread evenly over the 18 other plain residues, at every position."""
+    other = torch.zeros(*tokens.shape, VOCAB_SIZE, dtype=torch.bool)
+    other[..., _WRONG] = True
+    other.scatter_(2, tokens[..., None], False)
+    probs = other.double() * (1 - p) / other.sum(dim=-1, keepdim=True)
+    probs.scatter_(2, tokens[..., None], p)
+    return probs.clamp(min=1e-30).log().float()
+
+
+def _np_expected_match(logits: torch.Tensor, batch: Batch, tol: float = TOL) -> float:
+    """The expected-match loss by loops: per cleavage after residue t < n - 1, sum over candidates v of
+    p(v) * the share of b = prefix + m(v) + proton, y = M - prefix - m(v) + proton (and the 2+ ions) within tol."""
+    probs = torch.softmax(logits.double(), dim=-1).numpy()
+    masses = MASSES.numpy()
+    per_spectrum = []
+    for i in range(len(batch)):
+        residues = [int(t) for t in batch.tokens[i] if int(t) not in (PAD, STOP)]
+        peaks = batch.mz[i][batch.peak_mask[i]].double().numpy()
+        neutral = sum(masses[r] for r in residues) + H2O
+        scores = []
+        for t in range(len(residues) - 1):
+            prefix = sum(masses[r] for r in residues[:t])
+            score = 0.0
+            for v in range(VOCAB_SIZE):
+                if v in (PAD, STOP):
+                    continue
+                b, y = prefix + masses[v] + PROTON, neutral - prefix - masses[v] + PROTON
+                ions = [b, y] + ([(b + PROTON) / 2, (y + PROTON) / 2] if batch.charge[i] >= 3 else [])
+                hits = [len(peaks) > 0 and np.abs(peaks - ion).min() <= tol for ion in ions]
+                score += probs[i, t, v] * np.mean(hits)
+            scores.append(score)
+        if scores:
+            per_spectrum.append(1.0 - np.mean(scores))
+    return float(np.mean(per_spectrum))
+
+
+@pytest.mark.parametrize(("lo", "hi", "noise"), [(2, 2, 0), (3, 3, 5), (2, 4, 3)], ids=["z2", "z3+noise", "z2-4+noise"])
+def test_expected_match_of_the_truth_is_one_minus_hard_coverage(lo: int, hi: int, noise: int) -> None:
+    """At one-hot logits of the truth: exactly 1 - the mean hard coverage (numpy, from chem.fragment_mz)."""
+    batch = _gen(n=300, noise=noise, min_charge=lo, max_charge=hi, step=lo * 10 + noise)
+    cov = np.array([_np_hard_coverage(batch, i)[0] for i in range(len(batch))])
+    loss = float(spectrum_loss(_one_hot_logits(batch.tokens), batch, MASSES, TOL, "expected_match"))
+    assert loss == pytest.approx(1.0 - cov.mean(), abs=1e-6)
+
+
+def test_expected_match_agrees_with_a_loop_reference_at_random_logits() -> None:
+    batch = _gen(n=12, lo=2, hi=9, noise=4, min_charge=2, max_charge=4, step=3)
+    torch.manual_seed(7)
+    logits = _one_hot_logits(batch.tokens, 3.0) + torch.randn(*batch.tokens.shape, VOCAB_SIZE)
+    got = float(spectrum_loss(logits, batch, MASSES, TOL, "expected_match"))
+    assert got == pytest.approx(_np_expected_match(logits, batch), rel=1e-5)
+
+
+def test_expected_match_rewards_the_true_residue_where_soft_mass_sees_noise() -> None:
+    """As p(true) rises from 0.1 to 0.9 (the rest on wrong residues) expected_match falls linearly and far;
+    soft_mass, whose expected masses stay off the truth, barely moves."""
+    batch = _gen(n=256, min_charge=2, max_charge=3)
+    ps = [0.1, 0.3, 0.5, 0.7, 0.9]
+    soft, match = ([float(spectrum_loss(_logits_with_true_share(batch.tokens, p), batch, MASSES, TOL, form))
+                    for p in ps] for form in ("soft_mass", "expected_match"))
+    steps = np.diff(match)
+    assert (steps < 0).all() and match[0] - match[-1] > 0.35, match
+    assert np.allclose(steps, steps.mean(), atol=1e-5)  # linear in p
+    assert max(soft) - min(soft) < 0.02, soft
+
+
+def test_a_mass_matched_mixture_gets_no_credit_from_expected_match() -> None:
+    """53% G + 47% S weighs exactly A: soft_mass gives it the truth's loss, expected_match only G's and S's."""
+    batch = _gen(n=256, min_charge=2, max_charge=3, ion_keep_prob=1.0)
+    g, s, a = TOKEN_ID["G"], TOKEN_ID["S"], TOKEN_ID["A"]
+    w = float((MASSES[s] - MASSES[a]) / (MASSES[s] - MASSES[g]))
+    truth = _one_hot_logits(batch.tokens)
+    mixture = truth.clone()
+    is_a = batch.tokens == a
+    assert is_a.sum() > 50
+    mixture[is_a] = torch.full((VOCAB_SIZE,), -1e4).index_put((torch.tensor([g, s]),), torch.tensor([w, 1 - w]).log())
+    assert torch.allclose(soft_masses(mixture, batch.tokens, MASSES)[is_a], MASSES[a], atol=1e-4)
+
+    def loss(logits: torch.Tensor, form: str) -> float:
+        return float(spectrum_loss(logits, batch, MASSES, TOL, form))
+
+    assert loss(mixture, "soft_mass") == pytest.approx(loss(truth, "soft_mass"), abs=1e-6)
+    assert loss(truth, "expected_match") < 1e-6  # every true ion is present
+    assert loss(mixture, "expected_match") == pytest.approx(_np_expected_match(mixture, batch), rel=1e-5)
+    assert loss(mixture, "expected_match") > 0.04
+
+
+def test_expected_match_gives_stop_and_pad_no_credit_at_a_residue_position() -> None:
+    """STOP adds no mass, so its 'ions' are the previous cleavage's, often present: they must not count."""
+    batch = _gen(n=64, min_charge=2, max_charge=3, ion_keep_prob=1.0)
+    for token in (STOP, PAD):
+        logits = _one_hot_logits(torch.full_like(batch.tokens, token))
+        assert float(spectrum_loss(logits, batch, MASSES, TOL, "expected_match")) == 1.0
+
+
+def test_unknown_spectrum_form_is_refused() -> None:
+    with pytest.raises(ValueError, match="soft_mass, expected_match"):
+        spectrum_loss(torch.zeros(1, 2, VOCAB_SIZE), _gen(n=1), MASSES, TOL, "soft")
+    assert load_config("tiny", {"loss.spectrum_form": "expected_match"}).loss.spectrum_form == "expected_match"
+    with pytest.raises(InputError, match="loss.spectrum_form: must be one of soft_mass, expected_match, got 'soft'"):
+        load_config("tiny", {"loss.spectrum_form": "soft"})
 
 
 # --- precursor loss -----------------------------------------------------------------------------------------
@@ -224,8 +374,9 @@ def test_precursor_loss_is_comparable_across_lengths() -> None:
 
 
 def test_precursor_loss_scale_and_sign() -> None:
+    """Against the Huber loss by hand of (residues + water - precursor) / length, masses from pyteomics."""
     tokens = tokenize(["PEPTIDE"])
-    m = peptide_mass("PEPTIDE")
+    m = pyteomics_mass.fast_mass("PEPTIDE")  # neutral: residues + H2O
     logits = _one_hot_logits(tokens)
 
     def loss(offset: float, scale: float = 1.0) -> float:
@@ -233,10 +384,11 @@ def test_precursor_loss_scale_and_sign() -> None:
                       torch.tensor([m + offset], dtype=torch.float64), torch.tensor([2]), tokens)
         return float(precursor_loss(logits, batch, MASSES, scale))
 
-    assert loss(7 * 0.4) == pytest.approx(loss(-7 * 0.4))
-    assert loss(7 * 0.4) < loss(7 * 0.8) < loss(7 * 3.0)
+    assert loss(0.0) < 1e-10
+    assert loss(7 * 0.4) == pytest.approx(loss(-7 * 0.4)) == pytest.approx(0.5 * 0.4**2, rel=1e-6)
+    assert loss(7 * 3.0) == pytest.approx(3.0 - 0.5, rel=1e-6)
     assert loss(7 * 2.0, scale=2.0) == pytest.approx(0.5)  # error / scale = 1: the Huber knee
-    assert H2O > 0  # the mass compared is residues + water, as chem.peptide_mass
+    assert loss(7 * 3.0, scale=2.0) == pytest.approx(1.5 - 0.5, rel=1e-6)
 
 
 # --- degenerate input: finite losses and gradients ----------------------------------------------------------
@@ -274,6 +426,7 @@ def test_losses_finite_with_finite_gradients(case: str) -> None:
         "ce": cross_entropy(logits, batch.tokens),
         "ce_smoothed": cross_entropy(logits, batch.tokens, 0.1),
         "spectrum": spectrum_loss(logits, batch, MASSES, TOL),
+        "expected_match": spectrum_loss(logits, batch, MASSES, TOL, "expected_match"),
         "precursor": precursor_loss(logits, batch, MASSES),
     }
     for name, value in parts.items():
@@ -283,9 +436,10 @@ def test_losses_finite_with_finite_gradients(case: str) -> None:
         assert torch.isfinite(grad).all(), name
     values = {name: float(value.detach()) for name, value in parts.items()}
     if (batch.tokens == PAD).all():
-        assert values["ce"] == values["spectrum"] == values["precursor"] == 0.0
+        assert values["ce"] == values["spectrum"] == values["expected_match"] == values["precursor"] == 0.0
     elif case in ("zero_width_spectra", "all_masked_peaks"):
         assert values["spectrum"] == pytest.approx(1.0)  # nothing observed: nothing covered
+        assert values["expected_match"] == 1.0
 
 
 def test_coverage_with_no_peaks_is_zero_not_nan() -> None:
@@ -297,7 +451,8 @@ def test_coverage_with_no_peaks_is_zero_not_nan() -> None:
         assert has.all() and (cov == 0).all()
 
 
-def test_the_all_pad_rows_of_a_mixed_batch_do_not_dilute_the_losses() -> None:
+@pytest.mark.parametrize("form", SPECTRUM_FORMS)
+def test_the_all_pad_rows_of_a_mixed_batch_do_not_dilute_the_losses(form: str) -> None:
     """Rows without residues are left out of the spectrum and precursor means, not counted as zero."""
     batches = _degenerate_batches()
     mixed = batches["mixed"]
@@ -305,7 +460,7 @@ def test_the_all_pad_rows_of_a_mixed_batch_do_not_dilute_the_losses() -> None:
     logits = torch.randn(*mixed.tokens.shape, VOCAB_SIZE)
     has = residue_mask(mixed.tokens).any(dim=1)
     sub = mixed.select(has)
-    assert float(spectrum_loss(logits, mixed, MASSES, TOL)) == pytest.approx(
-        float(spectrum_loss(logits[has], sub, MASSES, TOL)), rel=1e-6)
+    assert float(spectrum_loss(logits, mixed, MASSES, TOL, form)) == pytest.approx(
+        float(spectrum_loss(logits[has], sub, MASSES, TOL, form)), rel=1e-6)
     assert float(precursor_loss(logits, mixed, MASSES)) == pytest.approx(
         float(precursor_loss(logits[has], sub, MASSES)), rel=1e-6)
