@@ -54,6 +54,16 @@ class DataConfig:
     min_charge: int = 2
     max_charge: int = 4
     ion_keep_prob: float = 0.62
+    # Realism of the synthetic spectra (model/synthetic.py). These defaults give b/y ions alone, each as likely;
+    # model/configs/base.yaml holds the values measured on a real file.
+    b_keep_ratio: float = 1.0
+    b2_keep_prob: float = 0.0
+    proline_keep_prob: float = 0.0
+    neutral_loss_prob: float = 0.0
+    a_ion_prob: float = 0.0
+    isotope_prob: float = 0.0
+    immonium_prob: float = 0.0
+    precursor_ppm: float = 0.0
     jitter_ppm: float = 5.0
     max_mz: float = 2500.0
     fixed_carbamidomethyl: bool = True
@@ -279,6 +289,11 @@ def validate(cfg: TrainConfig, file: object) -> None:
     need(1 <= d.min_charge <= d.max_charge <= 6, "data.min_charge",
          f"need 1 <= min_charge <= max_charge <= 6, got {d.min_charge}..{d.max_charge}")
     need(0.0 < d.ion_keep_prob <= 1.0, "data.ion_keep_prob", f"must be in (0, 1], got {d.ion_keep_prob}")
+    need(0.0 < d.b_keep_ratio <= 1.0, "data.b_keep_ratio", f"must be in (0, 1], got {d.b_keep_ratio}")
+    for key in ("b2_keep_prob", "proline_keep_prob", "neutral_loss_prob", "a_ion_prob", "isotope_prob",
+                "immonium_prob"):
+        need(0.0 <= getattr(d, key) <= 1.0, f"data.{key}", f"must be in [0, 1], got {getattr(d, key)}")
+    need(0.0 <= d.precursor_ppm <= 100.0, "data.precursor_ppm", f"must be in [0, 100], got {d.precursor_ppm}")
     need(d.jitter_ppm >= 0, "data.jitter_ppm", f"must be >= 0, got {d.jitter_ppm}")
     need(0.0 <= d.oxidation_prob <= 1.0, "data.oxidation_prob", f"must be in [0, 1], got {d.oxidation_prob}")
     need(d.val_size >= 1, "data.val_size", f"must be >= 1, got {d.val_size}")
