@@ -21,10 +21,11 @@ import pytest
 
 from model import names
 from model.curriculum import load_curriculum
-from search import columns as C
 from search import report
+from search.report import columns as C
 
 ROOT = Path(__file__).resolve().parents[1]
+FINAL = C.final(names.VAL_ACCURACY)  # the hand-built experiments rank by val/token_accuracy unless told
 MAX_T = 1000
 EVAL_EVERY = 100
 
@@ -32,13 +33,18 @@ EVAL_EVERY = 100
 # --- a hand-made experiment ----------------------------------------------------------------------
 
 def write_experiment(exp: Path, trials: list[dict], *, status: str = "finished", searched=None,
-                     scheduler: str = "asha", trials_json: bool = True) -> dict[str, str]:
-    """Write the search's layout for ``trials`` (dicts of write_trial's keywords); returns label -> trial_id."""
+                     scheduler: str = "asha", trials_json: bool = True, metric: str | None = names.VAL_ACCURACY,
+                     mode: str = "max") -> dict[str, str]:
+    """Write the search's layout for ``trials`` (dicts of write_trial's keywords); returns label -> trial_id.
+    ``metric=None`` writes a search.json that names no metric (and no mode)."""
     exp.mkdir(parents=True, exist_ok=True)
-    meta = {"name": exp.name, "space_file": "spaces/test.yaml", "metric": names.VAL_ACCURACY, "mode": "max",
+    meta = {"name": exp.name, "space_file": "spaces/test.yaml", "metric": metric, "mode": mode,
             "searched": searched or [], "max_t": MAX_T, "scheduler": scheduler, "grace_period": 200,
             "reduction_factor": 2, "replicates": 1, "resources": {"cpu": 1, "gpu": 0}, "status": status,
-            "started": "2026-01-01T00:00:00", "finished": None if status != "finished" else "2026-01-01T01:00:00"}
+            "started": "2026-01-01T00:00:00", "finished": None if status != "finished" else "2026-01-01T01:00:00",
+            "num_trials": len(trials)}
+    if metric is None:
+        del meta["metric"], meta["mode"]
     (exp / "search.json").write_text(json.dumps(meta))
     entries, ids = {}, {}
     for index, spec in enumerate(trials):
@@ -54,8 +60,15 @@ def write_trial(exp: Path, index: int, *, label: str, final: float, status: str 
                 family: str | None = None, seed: int | None = None, replicate: int = 0,
                 stop_at: int | None = None, nans: int = 0, spikes: int = 0, params: dict | None = None,
                 curriculum: str = "revised", results: bool = True, key: str | None = None,
-                error: str | None = None, tau: float = 250.0) -> tuple[str, dict]:
-    """One Ray trial directory with seeded curves that rise to ``final`` val token accuracy."""
+                error: str | None = None, tau: float = 250.0, easy: float | None = None, ce: float | None = None,
+                fingerprint: str | None = None, summary_fingerprint: str | None = None,
+                grad_std: bool = False) -> tuple[str, dict]:
+    """One Ray trial directory with seeded curves that rise to ``final`` val token accuracy.
+
+    ``easy``: the final val_easy token accuracy (default final + 0.05); ``ce``: the final val CE (default
+    3 (1 - acc) + 0.2; NaN: the trainer's MISSING on every row); ``fingerprint``: reported on every row,
+    ``summary_fingerprint``: only in summary.json; ``grad_std``: rows carry the gradient ratio's std.
+    """
     rng = np.random.default_rng(1000 + index)
     tid = f"5e7a1_{index:05d}"
     trial_dir = exp / f"trainable_{tid}_{index}_label={label},seed={seed or index}_2026-01-01_00-00-00"
@@ -80,9 +93,15 @@ def write_trial(exp: Path, index: int, *, label: str, final: float, status: str 
         best = max(best, acc)
         if s90 == names.MISSING and acc >= 0.9:
             s90 = float(step)
-        row = {names.STEP: step, names.VAL_ACCURACY: acc, names.VAL_EASY_ACCURACY: min(1.0, acc + 0.05),
+        easy_acc = min(1.0, acc + 0.05) if easy is None else easy * acc / final
+        if ce is None:
+            ce_value = 3.0 * (1 - acc) + 0.2
+        else:
+            ce_value = names.MISSING if math.isnan(ce) else ce + 2.0 * (1 - step / last)
+        row = {names.STEP: step, names.VAL_ACCURACY: acc, names.VAL_EASY_ACCURACY: easy_acc,
+               names.VAL_RESIDUE_ACCURACY: acc - 0.02, names.VAL_EASY_RESIDUE_ACCURACY: easy_acc - 0.02,
                names.VAL_COVERAGE: 0.62 * max(acc, 0.0) ** 4.5, names.TRAIN_CE: 3.0 * (1 - acc) + 0.1,
-               names.VAL_CE: 3.0 * (1 - acc) + 0.2, names.VAL_SPECTRUM: 1 - 0.62 * acc ** 4.5,
+               names.VAL_CE: ce_value, names.VAL_SPECTRUM: 1 - 0.62 * acc ** 4.5,
                names.VAL_PRECURSOR: 0.5 * (1 - acc), names.VAL_PEPTIDE_RECALL:
                    acc ** 3 if step == last else names.MISSING,
                names.NAN_COUNT: float(round(nans * i * EVAL_EVERY / last)),
@@ -97,8 +116,15 @@ def write_trial(exp: Path, index: int, *, label: str, final: float, status: str 
             row[names.INTRO_STEP_NAMES[loss]] = float(intro) if intro is not None else names.MISSING  # as planned
             row[ratio] = (0.2 + 0.1 * i / 10) if on else names.MISSING
             row[cosine] = 0.3 if on else names.MISSING
+            if grad_std:
+                row[f"{ratio}_std"] = (0.05 + 0.01 * i) if on else names.MISSING
+        if fingerprint is not None:
+            row[names.VAL_FINGERPRINT] = fingerprint
         lines.append(json.dumps(row))
     (trial_dir / "result.json").write_text("\n".join(lines) + "\n")
+    if summary_fingerprint is not None:
+        (trial_dir / "summary.json").write_text(json.dumps({names.STATUS: status,
+                                                            names.VAL_FINGERPRINT: summary_fingerprint}))
     return tid, _entry(trial_dir, label, status, stop_at, error)
 
 
@@ -129,7 +155,7 @@ def test_ranking_rule_statuses_and_ties(tmp_path):
     assert by.loc["S2", C.STATUS_DETAIL] == "stopped by ASHA at step 800"
     assert by.loc["X", C.STATUS] == "diverged" and by.loc["X", C.STATUS_DETAIL] == "diverged at step 600"
     assert by.loc["E", C.STATUS_DETAIL] == "errored: RuntimeError: CUDA OOM"
-    assert math.isnan(by.loc["E", C.FINAL_ACC]) and by.loc["E", C.EVALUATIONS] == 0
+    assert math.isnan(by.loc["E", FINAL]) and by.loc["E", C.EVALUATIONS] == 0
     assert by.loc["B", C.TRIAL_ID] == ids["B"]
     assert by.loc["A", C.NAN_COUNT] == 2 and by.loc["C", C.SPIKE_COUNT] == 3
 
@@ -140,7 +166,7 @@ def test_steps_to_90_breaks_ties_and_never_ranks_last(tmp_path):
              dict(label="never", final=0.89)]
     write_experiment(tmp_path / "exp", specs)
     trials = report.load(tmp_path / "exp")
-    trials[C.FINAL_ACC] = 0.9  # force the accuracy tie; the rule must fall through to steps to 90%
+    trials[FINAL] = 0.9  # force the accuracy tie; the rule must fall through to steps to 90%
     ranked = report.rank(trials.drop(columns=C.RANK))
     assert list(ranked[C.LABEL]) == ["fast", "slow", "never"]
     assert math.isnan(ranked.set_index(C.LABEL).loc["never", C.STEPS_TO_90])
@@ -161,7 +187,7 @@ def test_columns_parameters_and_missing_values(tmp_path):
     # Stopped at 200: the spectrum loss came in at 150, the precursor loss planned for 300 never did.
     assert trials.loc["cut", C.INTRO_AT["spectrum"]] == 150 and math.isnan(trials.loc["cut", C.INTRO_AT["precursor"]])
     assert trials.loc["rev", C.STEPS_TO_90] != trials.loc["rev", C.STEPS_TO_90]  # NaN: never reached 90%
-    assert 0 < trials.loc["rev", C.PEPTIDE_RECALL] < 1  # only the last evaluation had it
+    assert 0 < trials.loc["rev", C.final(names.VAL_PEPTIDE_RECALL)] < 1  # only the last evaluation had it
     assert trials.loc["rev", C.STEPS] == MAX_T and trials.loc["rev", C.WALL_H] == pytest.approx(500 / 3600)
     history = report.load_history(tmp_path / "exp")
     assert len(history) == 2 * MAX_T // EVAL_EVERY + 2
@@ -182,7 +208,7 @@ def test_replicates_grouped_with_ci_and_welch_sentence(tmp_path):
     assert exp.replicated
     groups = exp.groups().set_index(C.GROUP)
     assert list(groups.index) == ["revised", "original", "delayed"]
-    rev = exp.completed().query(f"{C.LABEL} == 'revised'")[C.FINAL_ACC]
+    rev = exp.completed().query(f"{C.LABEL} == 'revised'")[FINAL]
     assert groups.loc["revised", C.GROUP_SEEDS] == 3
     assert groups.loc["delayed", [C.GROUP_SEEDS, C.GROUP_TRIALS, C.GROUP_FAILED]].tolist() == [1, 2, 1]
     assert exp.trials[C.LABEL].iloc[0] == "single"
@@ -249,13 +275,14 @@ def test_write_report_files_and_html_references_every_plot(tmp_path):
     for png in pngs:
         assert f"plots/{png.name}" in page
         assert base64.b64encode(png.read_bytes()).decode() in page  # embedded: opens with no server
-    assert report.RANKING_RULE in page and "revised beats original" in page
+    assert report.ranking_rule(names.VAL_ACCURACY, "max") in page and "revised beats original" in page
     assert list(pd.read_csv(out / "groups.csv")[C.GROUP]) == ["revised", "original"]  # singletons are not groups
     ranking = pd.read_csv(out / "ranking.csv")
     assert list(ranking[C.LABEL])[-2:] == ["S", "X"] and ranking[C.RANK].tolist() == list(range(1, 7))
     assert len(pd.read_parquet(out / "trials.parquet")) == 6
     md = (out / "ranking.md").read_text()
-    assert "| rank | curriculum | status |" in md and report.RANKING_RULE in md
+    assert "| rank | curriculum | seed | status | final val/token_accuracy | best val/token_accuracy |" in md
+    assert report.ranking_rule(names.VAL_ACCURACY, "max") in md
     coverage = pd.read_csv(out / "coverage.csv")
     assert coverage["n"].sum() == pd.read_parquet(out / "history.parquet")[names.VAL_COVERAGE].notna().sum()
     # Rewriting is idempotent, and drops plots that no longer apply.
@@ -269,9 +296,10 @@ def test_cli_prints_ranking_and_rule(tmp_path, capsys):
     assert report.main([str(tmp_path / "exp"), "--top", "2"]) == 0
     out = capsys.readouterr().out
     assert out.index(" B ") < out.index(" C ") < out.index(" A ")
-    assert report.RANKING_RULE in out and "report.html" in out
-    assert "Best completed trial: B at 85.0% final val token accuracy" in out
-    assert "Every configuration ran with one seed, so no difference can be tested; the 3 completed trials span 5.0 points" in out
+    assert report.ranking_rule(names.VAL_ACCURACY, "max") in out and "report.html" in out
+    assert "Best completed trial: B at 85.0% final val/token_accuracy" in out
+    assert ("Every configuration ran with one seed, so no difference can be tested; the 3 completed trials span "
+            "5.0 points of final val/token_accuracy") in out
 
 
 def test_cli_rejects_a_directory_that_is_no_experiment(tmp_path):
@@ -387,9 +415,9 @@ def test_end_to_end_ranking_rule(searched):
     tiers = t[C.STATUS].map(C.TIER).tolist()
     assert tiers == sorted(tiers) and tiers[-1] == C.TIER["diverged"]
     done = t[t[C.STATUS] == "completed"]
-    assert done[C.FINAL_ACC].is_monotonic_decreasing and len(done) == 4
+    assert done[FINAL].is_monotonic_decreasing and len(done) == 4
     stopped = t[t[C.STATUS] == "stopped"]
-    keys = list(zip(-stopped[C.REACHED_STEP], -stopped[C.FINAL_ACC]))
+    keys = list(zip(-stopped[C.REACHED_STEP], -stopped[FINAL]))
     assert keys == sorted(keys)
 
 
@@ -401,7 +429,7 @@ def test_end_to_end_groups_replicates_and_tests_them(searched):
     groups = exp.groups().set_index(C.GROUP)
     assert groups.loc["revised", C.GROUP_SEEDS] == 2 and groups.loc["original", C.GROUP_SEEDS] == 2
     done = exp.completed()
-    values = {name: done.loc[done[C.LABEL] == name, C.FINAL_ACC].to_numpy() for name in ("revised", "original")}
+    values = {name: done.loc[done[C.LABEL] == name, FINAL].to_numpy() for name in ("revised", "original")}
     best, other = sorted(values, key=lambda n: -values[n].mean())
     comparison = next(c for c in exp.comparisons() if {c.best, c.other} == {best, other})
     assert comparison.best == best
