@@ -342,7 +342,7 @@ def md_rows(md: str, section: str = "## Ranking") -> list[dict[str, str]]:
     lines = md.split(section, 1)[1].splitlines()
     lines = lines[next(i for i, x in enumerate(lines) if x.startswith("|")):]
     table = lines[: next((i for i, x in enumerate(lines) if not x.startswith("|")), len(lines))]
-    cells = [[c.strip() for c in line.strip("|").split(" | ")] for line in table]
+    cells = [[c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])] for line in table]
     return [dict(zip(cells[0], row)) for row in cells[2:]]
 
 
@@ -552,6 +552,7 @@ def searched(ray_head, tmp_path_factory) -> Path:
     run = run_search(["--space", str(root / "space.yaml"), "--storage", str(root / "out"), "--live-interval", "1000",
                       "--wandb-mode", "disabled"], env=ray_head.client_env(), timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (root / "stdout.txt").write_text(run.stdout)
     return root / "out" / "report_e2e"
 
 
@@ -616,3 +617,36 @@ def test_end_to_end_report_written_by_the_search_references_every_plot(searched)
         assert f"plots/{png.name}" in page and base64.b64encode(png.read_bytes()).decode() in page
     assert report.main([str(searched)]) == 0  # the command line rewrites it at any time
     assert (out / "ranking.csv").is_file() and (out / "trials.parquet").is_file()
+
+
+@pytest.mark.slow
+def test_end_to_end_terminal_top_is_the_head_of_ranking_md(searched):
+    out = (searched.parent.parent / "stdout.txt").read_text()
+    head = out[out.index(f"top 5 of 8 by {names.VAL_ACCURACY} (max):"):].splitlines()[1:6]
+    top = [re.match(r"\s+(\d+)\.\s+\S*\s+(.+?)  seed (\d+)  \[(.+)\]  \S+$", line).groups() for line in head]
+    rows = md_rows((searched / "report" / "ranking.md").read_text())[:5]
+    assert top == [(r["rank"], r["curriculum"], r["seed"], r["status"]) for r in rows]
+
+
+@pytest.mark.slow
+def test_end_to_end_every_trial_is_given_the_one_validation_set(searched):
+    """revised ends at 7-14 residues with 8 noise peaks, original at 5, the fixed stage at 7-10 clean:
+    every trial is validated at 7-14 with 8 noise peaks."""
+    meta = json.loads((searched / "search.json").read_text())
+    assert {k: meta["validation"][k] for k in ("min_length", "max_length", "noise_peaks", "size")} == \
+        {"min_length": 7, "max_length": 14, "noise_peaks": 8, "size": 64}
+    t = report.load(searched)
+    for trial_dir in t[C.TRIAL_DIR]:
+        overrides = json.loads((searched / trial_dir / "params.json").read_text())["trainer"]["overrides"]
+        assert {k: overrides[f"data.val_{k}"] for k in meta["validation"]} == meta["validation"]
+
+
+@pytest.mark.slow
+def test_end_to_end_all_trials_report_one_fingerprint(searched):
+    """Needs the trainer side of issue 8 (model/: data.val_* honoured, names.VAL_FINGERPRINT reported)."""
+    t = report.load(searched)
+    fingerprints = set(t[C.FINGERPRINT])
+    assert len(fingerprints) == 1, fingerprints
+    (fingerprint,) = fingerprints
+    assert isinstance(fingerprint, str) and int(fingerprint, 16) >= 0
+    assert t[C.SAME_VALIDATION].all()

@@ -4,8 +4,8 @@ first, replicates told as one Optuna trial, ASHA stops and divergence told PRUNE
 from __future__ import annotations
 
 import glob
-import math
 import json
+import math
 import pickle
 import sys
 
