@@ -46,7 +46,7 @@ def scripted(config):
     """Accuracy rises with the step to the configuration's quality; the seed adds 0.02."""
     cid, seed = config["config_id"], config["seed"]
     for step in (10, 20, 30, 40):
-        row = {names.STEP: step, names.VAL_ACCURACY: QUALITY[cid] * step / 40 + 0.02 * seed,
+        row = {names.STEP: step, names.VAL_RESIDUE_ACCURACY: QUALITY[cid] * step / 40 + 0.02 * seed,
                names.SPECTRUM_INTRO_STEP: names.MISSING, names.PRECURSOR_INTRO_STEP: names.MISSING,
                names.NAN_COUNT: 0.0, DIVERGED_KEY: 0.0}
         if cid == DIVERGES and step == 20:
