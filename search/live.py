@@ -3,9 +3,9 @@
 Every ``interval_s`` seconds, and whenever a trial starts or ends, one table::
 
     [  2m31s] 12 trials: 2 running, 3 pending, 5 completed, 2 stopped | best 0.842 revised s0
-      trial        curriculum                               step  val acc  status
-      5c1d2_00003  revised                                   300    0.842  completed
-      5c1d2_00007  spec@150 w.08-.18 r50 | prec@250 w.02      200    0.731  stopped@200
+      trial        curriculum                               step  residue acc  status
+      5c1d2_00003  revised                                   300       0.8420  completed
+      5c1d2_00007  spec@150 w.08-.18 r50 | prec@250 w.02      200       0.7310  stopped@200
 
 Ray calls it as a ``tune.ProgressReporter`` (the legacy output path, ``RAY_AIR_NEW_OUTPUT=0``); it
 writes through the ``search.live`` logger, so a log file gets the same lines as the terminal.
@@ -91,8 +91,8 @@ class LiveView(ProgressReporter):
 
         rows = sorted(trials, key=order)
         w = self.label_width
-        short = self.metric.split("/")[-1].replace("token_", "")[:9]
-        lines = [head, f"  {'trial':<12} {'curriculum':<{w}} {'step':>7} {short:>9}  status"]
+        short = self.metric.split("/")[-1].replace("_accuracy", " acc").replace("token ", "")[:11]
+        lines = [head, f"  {'trial':<12} {'curriculum':<{w}} {'step':>7} {short:>11}  status"]
         for t in rows[: self.max_rows]:
             status = states[t.trial_id]
             if status == "stopped":
@@ -102,7 +102,7 @@ class LiveView(ProgressReporter):
             label = _label(t)
             label = label if len(label) <= w else label[: w - 1] + "~"
             lines.append(f"  {_short_id(t):<12} {label:<{w}} {step:>7} "
-                         f"{'' if value is None else f'{value:.4f}':>9}  {status}")
+                         f"{'' if value is None else f'{value:.4f}':>11}  {status}")
         if len(rows) > self.max_rows:
             lines.append(f"  ... {len(rows) - self.max_rows} more")
         return "\n".join(lines)
