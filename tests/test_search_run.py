@@ -217,3 +217,17 @@ def test_cli_help_lists_the_flags():
     proc = subprocess.run([sys.executable, "-m", "search.run", "--help"], cwd=REPO, capture_output=True, text=True)
     for flag in ("--space", "--name", "--storage", "--num-samples", "--resume", "--smoke", "--scale"):
         assert flag in proc.stdout
+
+
+def test_trainable_rows_keep_the_fingerprint_text_and_every_metric_finite(tmp_path):
+    from search.trainable import last_row, reportable
+
+    row = reportable({names.STEP: 10, names.VAL_CE: float("nan"), names.VAL_FINGERPRINT: "0a1b2c"}, 3)
+    assert row[names.VAL_FINGERPRINT] == "0a1b2c" and row[names.VAL_CE] == names.MISSING
+    assert all(isinstance(row[m], float) for m in METRICS)
+    assert names.VAL_FINGERPRINT not in reportable({names.STEP: 10}, 3)  # absent stays absent, not -1
+    csv = tmp_path / "metrics.csv"
+    csv.write_text(f"{names.STEP},{names.VAL_CE},{names.VAL_FINGERPRINT}\n10,0.5,0a1b2c\n20,,0a1b2c\n")
+    last = last_row(csv)
+    assert last == {names.STEP: 20.0, names.VAL_CE: names.MISSING, names.VAL_FINGERPRINT: "0a1b2c"}
+    assert reportable(last, 3)[names.VAL_FINGERPRINT] == "0a1b2c"
