@@ -10,6 +10,7 @@ error and at the end; statuses are completed | stopped (by ASHA) | diverged | er
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -50,6 +51,7 @@ def search_meta(space: Space, name: str, status: str, started: str, finished: st
         "searched": list(space.params),
         "constraints": [c.text for c in space.constraints],
         "named": list(space.named.curricula),
+        "validation": dataclasses.asdict(space.validation),
         "searcher": space.searcher.algorithm,
         "searcher_seed": space.searcher.seed,
         "num_samples": space.searcher.num_samples,

@@ -3,9 +3,9 @@
 Every ``interval_s`` seconds, and whenever a trial starts or ends, one table::
 
     [  2m31s] 12 trials: 2 running, 3 pending, 5 completed, 2 stopped | best 0.842 revised s0
-      trial        curriculum                               step  val acc  status
-      5c1d2_00003  revised                                   300    0.842  completed
-      5c1d2_00007  spec@150 w.08-.18 r50 | prec@250 w.02      200    0.731  stopped@200
+      trial        curriculum                               step  residue acc  status
+      5c1d2_00003  revised                                   300       0.8420  completed
+      5c1d2_00007  spec@150 w.08-.18 r50 | prec@250 w.02      200       0.7310  stopped@200
 
 Ray calls it as a ``tune.ProgressReporter`` (the legacy output path, ``RAY_AIR_NEW_OUTPUT=0``); it
 writes through the ``search.live`` logger, so a log file gets the same lines as the terminal.
@@ -14,6 +14,7 @@ writes through the ``search.live`` logger, so a log file gets the same lines as 
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 from ray.tune import ProgressReporter
@@ -22,7 +23,7 @@ from ray.tune.experiment import Trial
 from model import names
 
 from .layout import trial_status
-from .scheduler import StopLog
+from .scheduler import StopLog, metric_value
 
 log = logging.getLogger(__name__)
 ORDER = {"running": 0, "pending": 1, "completed": 2, "stopped": 3, "diverged": 4, "errored": 5}
@@ -38,8 +39,8 @@ def duration(seconds: float) -> str:
 
 
 def metric_of(trial: Trial, metric: str) -> float | None:
-    value = (trial.last_result or {}).get(metric)
-    return float(value) if isinstance(value, (int, float)) and value != names.MISSING else None
+    """The trial's last value of the metric; None where it does not exist (NaN, MISSING, not reported)."""
+    return metric_value(trial.last_result or {}, metric)
 
 
 class LiveView(ProgressReporter):
@@ -84,11 +85,14 @@ class LiveView(ProgressReporter):
         head = f"[{duration(time.time() - self._start):>7}] {len(trials)} trials: {summary}"
         if best is not None:
             head += f" | best {metric_of(best, self.metric):.3f} {_label(best)}"
-        rows = sorted(trials, key=lambda t: (ORDER.get(states[t.trial_id], 9),
-                                             -self._sign() * (metric_of(t, self.metric) or 0.0)))
+        def order(t: Trial) -> tuple[int, float]:  # best first within a status; missing last
+            value = metric_of(t, self.metric)
+            return ORDER.get(states[t.trial_id], 9), math.inf if value is None else -self._sign() * value
+
+        rows = sorted(trials, key=order)
         w = self.label_width
-        short = self.metric.split("/")[-1].replace("token_", "")[:9]
-        lines = [head, f"  {'trial':<12} {'curriculum':<{w}} {'step':>7} {short:>9}  status"]
+        short = self.metric.split("/")[-1].replace("_accuracy", " acc").replace("token ", "")[:11]
+        lines = [head, f"  {'trial':<12} {'curriculum':<{w}} {'step':>7} {short:>11}  status"]
         for t in rows[: self.max_rows]:
             status = states[t.trial_id]
             if status == "stopped":
@@ -98,7 +102,7 @@ class LiveView(ProgressReporter):
             label = _label(t)
             label = label if len(label) <= w else label[: w - 1] + "~"
             lines.append(f"  {_short_id(t):<12} {label:<{w}} {step:>7} "
-                         f"{'' if value is None else f'{value:.4f}':>9}  {status}")
+                         f"{'' if value is None else f'{value:.4f}':>11}  {status}")
         if len(rows) > self.max_rows:
             lines.append(f"  ... {len(rows) - self.max_rows} more")
         return "\n".join(lines)

@@ -13,6 +13,11 @@ value at the step they were stopped as their last intermediate value.
 Optuna sees one trial per configuration: its replicates (training seeds) share the suggestion and are
 told back together, as the mean of the metric, once all have finished (PRUNED if any was stopped early
 or diverged, FAIL if all errored).
+
+Missing means worst: a metric that does not exist (NaN, ``names.MISSING``, absent; steps to 90% never
+reached) is never reported as an intermediate value, and a finished configuration whose metric is
+missing in any replicate is told COMPLETE with the worst value for the mode (+inf under ``min``, -inf
+under ``max``), so that TPE learns it is bad rather than that -1 is the best steps to 90%.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from model import names
 
 from .constraints import Constraint, narrowed
 from .distributions import Distribution
-from .scheduler import StopLog
+from .scheduler import StopLog, metric_value
 from .space import Space
 from .trials import DIVERGED_KEY, named_config, searched_config
 
@@ -70,29 +75,34 @@ class PrunedOptunaSearch(OptunaSearch):
     def study(self) -> optuna.Study:
         return self._ot_study
 
+    @property
+    def worst(self) -> float:
+        return -math.inf if self.mode == "max" else math.inf
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        value = result.get(self.metric)
-        if trial_id in self._completed_trials or not _finite(value):
+        value = metric_value(result, self.metric)
+        if trial_id in self._completed_trials or value is None:
             return
         step = int(result.get(names.STEP, result.get("training_iteration", 0)))
-        self._ot_trials[trial_id].report(float(value), step)
+        self._ot_trials[trial_id].report(value, step)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False,
                           pruned: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         ot_trial = self._ot_trials[trial_id]
-        value = (result or {}).get(self.metric)
-        if error or (not pruned and not _finite(value)):
+        value = metric_value(result or {}, self.metric)
+        if error or not result:
             self._ot_study.tell(ot_trial, None, state=optuna.trial.TrialState.FAIL)
         elif pruned:
-            if _finite(value):  # the value where it stopped: the result that stopped it never reached us
+            if value is not None:  # the value where it stopped: the result that stopped it never reached us
                 step = int(result.get(names.STEP, 0))
                 if step not in self._ot_study.get_trials(deepcopy=False)[ot_trial.number].intermediate_values:
-                    ot_trial.report(float(value), step)
+                    ot_trial.report(value, step)
             self._ot_study.tell(ot_trial, None, state=optuna.trial.TrialState.PRUNED)
         else:
-            self._ot_study.tell(ot_trial, float(value), state=optuna.trial.TrialState.COMPLETE)
+            told = self.worst if value is None else value
+            self._ot_study.tell(ot_trial, told, state=optuna.trial.TrialState.COMPLETE)
         self._completed_trials.add(trial_id)
 
 
@@ -194,8 +204,10 @@ class CurriculumSearcher(Searcher):
             stopped = [r for _, (k, r) in sorted(done.items()) if k in (PRUNED, DIVERGED)]
             self.inner.on_trial_complete(key, stopped[0], pruned=True)
             return
-        mean = sum(float(r[self.metric]) for r in results) / len(results)
-        self.inner.on_trial_complete(key, {**results[0], self.metric: mean})
+        values = [metric_value(r, self.metric) for r in results]
+        # One replicate without the metric makes the configuration's value missing: worst, never -1.
+        mean = None if None in values else sum(values) / len(values)
+        self.inner.on_trial_complete(key, {**results[0], self.metric: names.MISSING if mean is None else mean})
 
     def save(self, checkpoint_path: str) -> None:
         state = {k: v for k, v in self.__dict__.items() if k not in ("inner", "stop_log", "space")}
@@ -224,10 +236,6 @@ def build_searcher(space: Space, experiment: str, stop_log: StopLog) -> Concurre
 
 def _key(config_id: int) -> str:
     return f"config_{config_id:04d}"
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _plain(value: Any) -> Any:

@@ -187,18 +187,18 @@ def finish(exp_dir: Path, meta: dict[str, Any], make_report: bool) -> dict[str, 
     total = int(meta.get("num_trials") or len(trials))
     status = "interrupted" if unfinished or len(trials) < total else "finished"
     write_json(exp_dir / SEARCH_JSON, {**meta, "status": status, "finished": now()})
-    report_path = None
-    if make_report:
-        try:
-            from . import report
-        except ImportError as err:
-            log.info("no report: search.report is not available (%s)", err)
-        else:
-            try:
-                report_path = report.write_report(exp_dir)
-            except Exception as err:  # the search's results stand even if the report fails
-                log.warning("the report failed: %s: %s", type(err).__name__, err)
-    log.info("%s", ranking_top(exp_dir, meta["metric"], meta["mode"], trials))
+    report_path, top = None, None
+    try:
+        from .report import load_experiment, render, write_experiment
+
+        exp = load_experiment(exp_dir)  # the ranking of report/ranking.md, by the space's metric
+        top = render.top(exp)
+        if make_report:
+            report_path = write_experiment(exp)
+    except Exception as err:  # the search's results stand even if the report fails
+        log.warning("the report failed: %s: %s", type(err).__name__, err)
+    if top is not None:
+        log.info("%s", top)
     if status == "interrupted":
         log.info("search %s: %d of %d trials not finished; continue with --resume", status,
                  total - len(trials) + len(unfinished), total)
@@ -225,30 +225,6 @@ def set_aside_lost_trials(exp_dir: Path, trials: dict[str, dict]) -> list[str]:
         d.rename(target)
         log.info("trial directory %s was lost with the killed driver and run again; moved to %s", d.name, target)
     return [d.name for d in lost]
-
-
-def ranking_top(exp_dir: Path, metric: str, mode: str, trials: dict[str, dict], top: int = 5) -> str:
-    """The best trials by their last reported metric: completed first, then stopped, then the rest."""
-    import json
-
-    tier = {"completed": 0, "stopped": 1, "running": 1, "pending": 1, "diverged": 2, "errored": 3}
-    sign = 1.0 if mode == "max" else -1.0
-    rows = []
-    for tid, entry in trials.items():
-        value = None
-        result = exp_dir / str(entry.get("trial_dir")) / "result.json"
-        if result.is_file():
-            lines = [x for x in result.read_text().splitlines() if x.strip()]
-            if lines:
-                value = json.loads(lines[-1]).get(metric)
-        rows.append((tier.get(entry["status"], 9), -sign * (value if value is not None else -1e9), tid, entry, value))
-    rows.sort(key=lambda r: r[:2])
-    out = [f"top {min(top, len(rows))} of {len(rows)} by {metric} ({mode}):"]
-    for i, (_, _, tid, entry, value) in enumerate(rows[:top], 1):
-        shown = "" if value is None else f"{value:.4f}"
-        status = entry["status"] + (f"@{entry['stopped_at_step']}" if entry.get("stopped_at_step") else "")
-        out.append(f"  {i}. {shown:>7}  {entry.get('label')} s{entry.get('seed')}  [{status}]  {tid}")
-    return "\n".join(out)
 
 
 @exit_on_input_error

@@ -10,8 +10,10 @@ it is judged at its next rung instead.
 Everything else is Ray's ``AsyncHyperBandScheduler``: the same rungs (``grace_period * rf**k``), the
 same cutoff (the ``1 - 1/rf`` quantile of the values recorded at the rung), the same brackets. Two
 deliberate differences: a trial is judged at the highest rung it has reached and lower rungs it skipped
-past are not revisited, and a non-finite metric counts as the worst value instead of slipping through
-(``nan < cutoff`` is false). Every early stop is written to a ``StopLog`` shared with the searcher (which
+past are not revisited, and a metric that does not exist (NaN, ``names.MISSING``, absent: steps to 90%
+not reached yet) counts as the worst value for the mode instead of slipping through (``nan < cutoff``
+is false) or winning (-1 is the best steps to 90% under ``mode: min``). Cut-offs are quantiles of the
+finite values only: a quantile over -inf is NaN, and NaN stops no one. Every early stop is written to a ``StopLog`` shared with the searcher (which
 tells Optuna PRUNED) and with the experiment's ``trials.json``.
 """
 
@@ -49,6 +51,16 @@ def write_stop_file(trial, step: int) -> bool:
     except (OSError, AttributeError) as err:
         log.warning("could not ask trial %s to stop itself (%s); Ray stops it", trial.trial_id, err)
         return False
+
+
+def metric_value(result: dict, metric: str) -> float | None:
+    """The metric as a float, or None where it does not exist: absent, not a number, NaN or infinite, or
+    ``names.MISSING`` (how the trainer reports "no value": steps to 90% not reached, a loss not on yet)."""
+    value = result.get(metric)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) and value != names.MISSING else None
 
 
 class StopLog:
@@ -91,7 +103,8 @@ class SettleBracket:
         return self.milestones
 
     def cutoff(self, milestone: float) -> float | None:
-        values = list(self.recorded[milestone].values())
+        """The ``1 - 1/rf`` quantile of the finite rewards recorded at the rung; None when there are none."""
+        values = [v for v in self.recorded[milestone].values() if math.isfinite(v)]
         return float(np.percentile(values, (1 - 1 / self.rf) * 100)) if values else None
 
     def settling(self, step: float, events: Iterable[float]) -> bool:
@@ -141,15 +154,14 @@ class SettleASHA(AsyncHyperBandScheduler):
         self.request_stop = request_stop  # cooperative stops: the trial ends itself at once (see below)
 
     def _reward(self, result: dict) -> float:
-        value = result[self._metric]
-        value = float(value) if isinstance(value, (int, float)) else float("nan")
-        return self._metric_op * value if math.isfinite(value) else -math.inf
+        """The metric signed so that higher is better; -inf (worst for either mode) where it does not exist."""
+        return self._metric_op * value if (value := metric_value(result, self._metric)) is not None else -math.inf
 
     def _events(self, result: dict) -> list[float]:
         return [float(result[k]) for k in self._intro_keys if isinstance(result.get(k), (int, float)) and result[k] >= 0]
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        if self._time_attr not in result or result.get(self._metric) is None:
+        if self._time_attr not in result:
             return TrialScheduler.CONTINUE
         step = result[self._time_attr]
         if trial.trial_id in self.stop_log:  # asked to stop itself and still reporting: stop it here
@@ -161,8 +173,9 @@ class SettleASHA(AsyncHyperBandScheduler):
         if action == TrialScheduler.STOP:
             self._num_stopped += 1
             self.stop_log.record(trial.trial_id, step)
-            log.info("trial %s stopped by ASHA at step %d (%s %.4f)", trial.trial_id, step, self._metric,
-                     result[self._metric])
+            value = metric_value(result, self._metric)
+            log.info("trial %s stopped by ASHA at step %d (%s %s)", trial.trial_id, step, self._metric,
+                     "missing" if value is None else f"{value:.4g}")
             # A function trainable that Ray stops dies inside tune.report: the trainer writes no summary
             # and its W&B run is cut off. Asked instead, it ends itself right after this report.
             if self.request_stop is not None and self.request_stop(trial, step):
@@ -171,7 +184,7 @@ class SettleASHA(AsyncHyperBandScheduler):
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
         bracket = self._trial_info.pop(trial.trial_id, None)
-        if bracket is None or self._time_attr not in result or result.get(self._metric) is None:
+        if bracket is None or self._time_attr not in result:
             return
         bracket.on_result(trial.trial_id, result[self._time_attr], self._reward(result), self._events(result))
 

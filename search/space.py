@@ -2,8 +2,8 @@
 
 A space names the metric, the trainer preset and its overrides, the fixed part of the curriculum, the
 searched parameters (``search.distributions``) and the constraints between them (``search.constraints``),
-the named curricula to run first, the searcher, the training seeds per configuration, the scheduler,
-the resources per trial and W&B. Every error is an ``InputError`` naming the space file and the key,
+the named curricula to run first, the one validation set every trial is judged on, the searcher, the
+training seeds per configuration, the scheduler, the resources per trial and W&B. Every error is an ``InputError`` naming the space file and the key,
 raised before Ray starts. ``Space.scaled`` and ``Space.smoke`` shrink a space for laptops and tests.
 """
 
@@ -31,9 +31,13 @@ STEP_SCHEDULE_KEYS = ("intro_step", "ramp_steps")
 STEP_CONFIG_KEYS = ("optim.max_steps", "optim.warmup_steps", "train.eval_interval", "train.checkpoint_interval")
 # Set per trial by the search itself; a space may not search or override them.
 RESERVED_CONFIG_PREFIXES = ("seed", "wandb.", "train.device", "train.threads", "curriculum")
-METRICS = sorted(v for k, v in vars(names).items() if k.isupper() and isinstance(v, str) and "/" in v)
+# Numeric metrics a space may rank by (the validation fingerprint is a hex string, not a metric).
+METRICS = sorted(v for k, v in vars(names).items()
+                 if k.isupper() and isinstance(v, str) and "/" in v and v != names.VAL_FINGERPRINT)
+DEFAULT_METRIC = names.VAL_RESIDUE_ACCURACY
 SMOKE_STEPS = 40
 SMOKE_EVAL_INTERVAL = 10
+SMOKE_VAL_SIZE = 64
 
 
 @dataclass
@@ -46,6 +50,26 @@ class TrainerSpec:
 class NamedSpec:
     curricula: list[str] = field(default_factory=list)
     scale: float = 1.0  # the shipped curricula are written for 100K steps; 0.01 fits them to 1K
+
+
+@dataclass
+class ValidationSpec:
+    """The one synthetic validation set of a search, passed to every trial as ``data.val_*``.
+
+    Left out (None): lengths and noise of the hardest stage over all the space's curricula (the fixed
+    stages and every named curriculum), size and seed of the preset with its overrides
+    (``search.validation.resolve_validation`` fills them when the space loads).
+    """
+
+    min_length: int | None = None
+    max_length: int | None = None
+    noise_peaks: int | None = None
+    size: int | None = None
+    seed: int | None = None
+
+    def overrides(self) -> dict[str, int]:
+        """Trainer overrides: ``data.val_min_length`` ... ``data.val_seed`` (the values set so far)."""
+        return {f"data.val_{k}": v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 @dataclass
@@ -87,6 +111,7 @@ class WandbSpec:
 
 SECTIONS = {
     "named": NamedSpec,
+    "validation": ValidationSpec,
     "searcher": SearcherSpec,
     "scheduler": SchedulerSpec,
     "resources": ResourcesSpec,
@@ -109,6 +134,7 @@ class Space:
     params: dict[str, Distribution]  # dotted key -> distribution, in the order they are drawn
     constraints: list[Constraint]
     named: NamedSpec
+    validation: ValidationSpec
     seeds: list[int]
     searcher: SearcherSpec
     scheduler: SchedulerSpec
@@ -159,8 +185,9 @@ class Space:
         return curriculum if self.named.scale == 1.0 else curriculum.scaled(self.named.scale)
 
     def trainer_overrides(self, values: dict[str, Any]) -> dict[str, Any]:
-        """The preset overrides, plus every searched key that is a trainer setting."""
-        return {**self.trainer.overrides, **{k: v for k, v in values.items() if k not in CURRICULUM_KEYS}}
+        """The preset overrides, every searched key that is a trainer setting, and the validation set."""
+        searched = {k: v for k, v in values.items() if k not in CURRICULUM_KEYS}
+        return {**self.trainer.overrides, **searched, **self.validation.overrides()}
 
     def scaled(self, factor: float) -> Space:
         """Every step count times ``factor``: stages, intro and ramp steps, max_t, grace period, evaluation."""
@@ -199,8 +226,10 @@ class Space:
         """The same space shrunk to seconds: tiny model, a few dozen steps, two configurations, one seed."""
         space = self.scaled(SMOKE_STEPS / self.max_steps) if self.max_steps > SMOKE_STEPS else self
         overrides = {k: v for k, v in space.trainer.overrides.items() if not k.startswith(("model.", "data."))}
-        overrides.update({"train.eval_interval": min(SMOKE_EVAL_INTERVAL, space.max_steps),
-                          "data.batch_size": 16, "data.val_size": 64})
+        overrides.update({"train.eval_interval": min(SMOKE_EVAL_INTERVAL, space.max_steps), "data.batch_size": 16})
+        # The validation set stays the full space's (its curricula, not the two kept here), only smaller.
+        validation = dataclasses.replace(space.validation, size=min(space.validation.size or SMOKE_VAL_SIZE,
+                                                                    SMOKE_VAL_SIZE))
         if "optim.warmup_steps" in overrides:
             overrides["optim.warmup_steps"] = min(overrides["optim.warmup_steps"], space.max_steps)
         params = {k: (dataclasses.replace(d, values=d.values[:2]) if d.kind == "grid" else d)
@@ -213,6 +242,7 @@ class Space:
         scheduler = dataclasses.replace(sched, grace_period=grace)
         out = dataclasses.replace(
             space, trainer=TrainerSpec("tiny", overrides), params=params, searcher=searcher, scheduler=scheduler,
+            validation=validation,
             named=dataclasses.replace(space.named, curricula=space.named.curricula[:2]), seeds=space.seeds[:1],
             resources=ResourcesSpec(cpu=1.0, gpu=0.0))
         return validate(out)
@@ -291,7 +321,7 @@ def parse_space(data: dict[str, Any], file: str) -> Space:
         raise InputError(file, "seeds", f"expected a non-empty list of integer training seeds, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise InputError(file, "seeds", f"seeds repeat: {seeds}")
-    metric = data.get("metric", names.VAL_ACCURACY)
+    metric = data.get("metric", DEFAULT_METRIC)
     mode = data.get("mode", "max")
     space = Space(file=file, name=name, description=str(data.get("description") or ""), metric=metric, mode=mode,
                   trainer=TrainerSpec(preset, dict(overrides)), curriculum=curriculum, params=params,
@@ -300,7 +330,9 @@ def parse_space(data: dict[str, Any], file: str) -> Space:
 
 
 def validate(space: Space) -> Space:
-    """Check every rule that needs more than one key (``search.space_rules``); fills defaults."""
+    """Check every rule that needs more than one key (``search.space_rules``); fills defaults, then the
+    validation set (``search.validation``)."""
     from .space_rules import validate_space
+    from .validation import resolve_validation
 
-    return validate_space(space)
+    return resolve_validation(validate_space(space))

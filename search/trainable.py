@@ -111,15 +111,19 @@ def run_trial(config: dict[str, Any]) -> None:
     # summary.json).
 
 
-# Every metric name in model.names: each row reports all of them (absent ones, such as decoded recall
-# without real validation files, as names.MISSING), so every result.json row has the same keys.
-METRICS = tuple(v for k, v in vars(names).items() if k.isupper() and isinstance(v, str) and "/" in v)
+# Every numeric metric name in model.names: each row reports all of them (absent ones, such as decoded
+# recall without real validation files, as names.MISSING), so every result.json row has the same keys.
+METRICS = tuple(v for k, v in vars(names).items()
+                if k.isupper() and isinstance(v, str) and "/" in v and v != names.VAL_FINGERPRINT)
+TEXT_KEYS = (names.VAL_FINGERPRINT,)  # reported as they are: the report checks trials sat one exam
 
 
-def reportable(row: dict[str, float], nonfinite_limit: int) -> dict[str, float]:
-    """Every value a finite float (NaN and None become ``names.MISSING``), plus the diverged flag."""
+def reportable(row: dict[str, Any], nonfinite_limit: int) -> dict[str, Any]:
+    """Every value a finite float (NaN and None become ``names.MISSING``), the validation fingerprint as
+    its hex string where the trainer gives one, plus the diverged flag."""
     out = {k: (float(v) if isinstance(v, (int, float)) and math.isfinite(v) else names.MISSING)
-           for k, v in row.items()}
+           for k, v in row.items() if k not in TEXT_KEYS}
+    out.update({k: row[k] for k in TEXT_KEYS if isinstance(row.get(k), str) and row[k]})
     for metric in METRICS:
         out.setdefault(metric, names.MISSING)
     out[names.STEP] = int(row[names.STEP])
@@ -127,15 +131,23 @@ def reportable(row: dict[str, float], nonfinite_limit: int) -> dict[str, float]:
     return out
 
 
-def last_row(metrics_csv: Path) -> dict[str, float] | None:
-    """The last row of metrics.csv, with empty cells (the trainer's missing values) as ``names.MISSING``."""
+def last_row(metrics_csv: Path) -> dict[str, Any] | None:
+    """The last row of metrics.csv: numbers as floats, empty cells (the trainer's missing values) as
+    ``names.MISSING``, the validation fingerprint as its text."""
     if not metrics_csv.is_file():
         return None
     with open(metrics_csv, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
         return None
-    return {k: (float(v) if v not in ("", None) else names.MISSING) for k, v in rows[-1].items()}
+    return {k: (v if k in TEXT_KEYS else _number(v)) for k, v in rows[-1].items()}
+
+
+def _number(text: str | None) -> float:
+    try:
+        return float(text) if text not in ("", None) else names.MISSING
+    except ValueError:
+        return names.MISSING
 
 
 def trial_output_dir(context: Any) -> Path:

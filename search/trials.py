@@ -5,7 +5,10 @@ A trial configuration is self-contained, so a trial directory says exactly what 
     {"label": "spec@12k w.08-.18 r5k | prec@30k w.01-.08", "family": "searched",
      "curriculum": {...Curriculum.to_dict()...}, "params": {dotted key: value},
      "seed": 0, "replicate": 0, "config_id": 7, "repairs": [...],
-     "trainer": {"preset": "tiny", "overrides": {...}}, "wandb": {"project", "mode", "group"}}
+     "trainer": {"preset": "tiny", "overrides": {..., "data.val_min_length": 7, ...}},
+     "wandb": {"project", "mode", "group"}}
+
+The overrides always carry the search's one validation set (``search.validation``).
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ def base_config(space: Space, experiment: str) -> dict[str, Any]:
 def named_config(space: Space, experiment: str, name: str, replicate: int, config_id: int) -> dict[str, Any]:
     curriculum = space.named_curriculum(name)
     config = base_config(space, experiment)
-    config["trainer"]["overrides"] = dict(space.trainer.overrides)
+    config["trainer"]["overrides"] = space.trainer_overrides({})  # the preset's, and the validation set
     config.update(label=name, family=name, curriculum=curriculum.to_dict(), params=curriculum.params(),
                   seed=space.seeds[replicate], replicate=replicate, config_id=config_id, repairs=[])
     return config

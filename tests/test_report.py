@@ -1,8 +1,7 @@
 """The report: loading an experiment directory, the ranking rule, replicate groups, the files it writes.
 
-Most tests build an experiment by hand in tmp_path with exactly the layout search.run writes
-(search.json, trials.json, Ray trial directories with params.json and result.json), from seeded curves;
-the end-to-end test at the bottom runs the real search.
+Most tests build an experiment by hand in tmp_path (``experiment_layout``); the end-to-end tests at the
+bottom run the real search.
 """
 
 from __future__ import annotations
@@ -15,109 +14,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
+from experiment_layout import EVAL_EVERY, MAX_T, MIXED, md_rows, write_experiment
 
 from model import names
-from model.curriculum import load_curriculum
-from search import columns as C
 from search import report
+from search.report import columns as C
 
 ROOT = Path(__file__).resolve().parents[1]
-MAX_T = 1000
-EVAL_EVERY = 100
-
-
-# --- a hand-made experiment ----------------------------------------------------------------------
-
-def write_experiment(exp: Path, trials: list[dict], *, status: str = "finished", searched=None,
-                     scheduler: str = "asha", trials_json: bool = True) -> dict[str, str]:
-    """Write the search's layout for ``trials`` (dicts of write_trial's keywords); returns label -> trial_id."""
-    exp.mkdir(parents=True, exist_ok=True)
-    meta = {"name": exp.name, "space_file": "spaces/test.yaml", "metric": names.VAL_ACCURACY, "mode": "max",
-            "searched": searched or [], "max_t": MAX_T, "scheduler": scheduler, "grace_period": 200,
-            "reduction_factor": 2, "replicates": 1, "resources": {"cpu": 1, "gpu": 0}, "status": status,
-            "started": "2026-01-01T00:00:00", "finished": None if status != "finished" else "2026-01-01T01:00:00"}
-    (exp / "search.json").write_text(json.dumps(meta))
-    entries, ids = {}, {}
-    for index, spec in enumerate(trials):
-        tid, entry = write_trial(exp, index, **spec)
-        entries[tid] = entry
-        ids[spec.get("key", spec["label"])] = tid
-    if trials_json:
-        (exp / "trials.json").write_text(json.dumps(entries))
-    return ids
-
-
-def write_trial(exp: Path, index: int, *, label: str, final: float, status: str = "completed",
-                family: str | None = None, seed: int | None = None, replicate: int = 0,
-                stop_at: int | None = None, nans: int = 0, spikes: int = 0, params: dict | None = None,
-                curriculum: str = "revised", results: bool = True, key: str | None = None,
-                error: str | None = None, tau: float = 250.0) -> tuple[str, dict]:
-    """One Ray trial directory with seeded curves that rise to ``final`` val token accuracy."""
-    rng = np.random.default_rng(1000 + index)
-    tid = f"5e7a1_{index:05d}"
-    trial_dir = exp / f"trainable_{tid}_{index}_label={label},seed={seed or index}_2026-01-01_00-00-00"
-    trial_dir.mkdir()
-    cur = load_curriculum(curriculum).scaled(MAX_T / 100_000)
-    flat = {f"{k}": v for k, v in cur.params().items() if k != "curriculum"}
-    flat.update(params or {})
-    (trial_dir / "params.json").write_text(json.dumps({
-        "label": label, "family": family or curriculum, "curriculum": cur.to_dict(), "params": flat,
-        "seed": seed if seed is not None else index, "replicate": replicate}))
-    if not results:
-        (trial_dir / "result.json").write_text("")
-        return tid, _entry(trial_dir, label, status, stop_at, error)
-    last = stop_at if stop_at is not None else MAX_T
-    events = cur.events()
-    lines, best, s90 = [], 0.0, names.MISSING
-    for i, step in enumerate(range(EVAL_EVERY, last + 1, EVAL_EVERY), 1):
-        acc = final * (1 - math.exp(-step / tau)) / (1 - math.exp(-last / tau)) + rng.normal(0, 0.003)
-        acc = final if step == last else acc  # exact, so that tests can make ties
-        if status == "diverged" and step > last / 2:
-            acc = 0.05
-        best = max(best, acc)
-        if s90 == names.MISSING and acc >= 0.9:
-            s90 = float(step)
-        row = {names.STEP: step, names.VAL_ACCURACY: acc, names.VAL_EASY_ACCURACY: min(1.0, acc + 0.05),
-               names.VAL_COVERAGE: 0.62 * max(acc, 0.0) ** 4.5, names.TRAIN_CE: 3.0 * (1 - acc) + 0.1,
-               names.VAL_CE: 3.0 * (1 - acc) + 0.2, names.VAL_SPECTRUM: 1 - 0.62 * acc ** 4.5,
-               names.VAL_PRECURSOR: 0.5 * (1 - acc), names.VAL_PEPTIDE_RECALL:
-                   acc ** 3 if step == last else names.MISSING,
-               names.NAN_COUNT: float(round(nans * i * EVAL_EVERY / last)),
-               names.SPIKE_COUNT: float(round(spikes * i * EVAL_EVERY / last)), names.STEPS_TO_90: s90,
-               names.BEST_VAL_ACCURACY: best, names.ELAPSED_S: 0.5 * step,
-               "trial_id": tid, "training_iteration": i, "time_total_s": 0.5 * step, "timestamp": 1_700_000_000 + i,
-               "done": status == "completed" and step == last, "config": {"label": label}}
-        for loss in ("spectrum", "precursor"):
-            ratio, cosine = names.GRAD_NAMES[loss]
-            intro = events.get(loss)
-            on = intro is not None and step >= intro
-            row[names.INTRO_STEP_NAMES[loss]] = float(intro) if intro is not None else names.MISSING  # as planned
-            row[ratio] = (0.2 + 0.1 * i / 10) if on else names.MISSING
-            row[cosine] = 0.3 if on else names.MISSING
-        lines.append(json.dumps(row))
-    (trial_dir / "result.json").write_text("\n".join(lines) + "\n")
-    return tid, _entry(trial_dir, label, status, stop_at, error)
-
-
-def _entry(trial_dir: Path, label: str, status: str, stop_at: int | None, error: str | None) -> dict:
-    return {"trial_dir": trial_dir.name, "label": label, "status": status,
-            "stopped_at_step": stop_at if status in ("stopped", "diverged") else None, "error": error}
-
-
-MIXED = [
-    dict(label="A", final=0.80, nans=2),
-    dict(label="B", final=0.85),
-    dict(label="C", final=0.80, nans=1, spikes=3),  # ties A on accuracy: fewer NaNs wins
-    dict(label="D", final=0.80, nans=1, spikes=1),  # ... then fewer spikes
-    dict(label="S1", final=0.60, status="stopped", stop_at=400),
-    dict(label="S2", final=0.50, status="stopped", stop_at=800),  # further along: above S1 despite accuracy
-    dict(label="S3", final=0.65, status="stopped", stop_at=400),
-    dict(label="X", final=0.70, status="diverged", stop_at=600, nans=40),
-    dict(label="E", final=0.0, status="errored", results=False, error="Traceback...\nRuntimeError: CUDA OOM"),
-]
+FINAL = C.final(names.VAL_ACCURACY)  # the hand-built experiments rank by val/token_accuracy unless told
 
 
 def test_ranking_rule_statuses_and_ties(tmp_path):
@@ -129,7 +35,7 @@ def test_ranking_rule_statuses_and_ties(tmp_path):
     assert by.loc["S2", C.STATUS_DETAIL] == "stopped by ASHA at step 800"
     assert by.loc["X", C.STATUS] == "diverged" and by.loc["X", C.STATUS_DETAIL] == "diverged at step 600"
     assert by.loc["E", C.STATUS_DETAIL] == "errored: RuntimeError: CUDA OOM"
-    assert math.isnan(by.loc["E", C.FINAL_ACC]) and by.loc["E", C.EVALUATIONS] == 0
+    assert math.isnan(by.loc["E", FINAL]) and by.loc["E", C.EVALUATIONS] == 0
     assert by.loc["B", C.TRIAL_ID] == ids["B"]
     assert by.loc["A", C.NAN_COUNT] == 2 and by.loc["C", C.SPIKE_COUNT] == 3
 
@@ -140,7 +46,7 @@ def test_steps_to_90_breaks_ties_and_never_ranks_last(tmp_path):
              dict(label="never", final=0.89)]
     write_experiment(tmp_path / "exp", specs)
     trials = report.load(tmp_path / "exp")
-    trials[C.FINAL_ACC] = 0.9  # force the accuracy tie; the rule must fall through to steps to 90%
+    trials[FINAL] = 0.9  # force the accuracy tie; the rule must fall through to steps to 90%
     ranked = report.rank(trials.drop(columns=C.RANK))
     assert list(ranked[C.LABEL]) == ["fast", "slow", "never"]
     assert math.isnan(ranked.set_index(C.LABEL).loc["never", C.STEPS_TO_90])
@@ -161,7 +67,7 @@ def test_columns_parameters_and_missing_values(tmp_path):
     # Stopped at 200: the spectrum loss came in at 150, the precursor loss planned for 300 never did.
     assert trials.loc["cut", C.INTRO_AT["spectrum"]] == 150 and math.isnan(trials.loc["cut", C.INTRO_AT["precursor"]])
     assert trials.loc["rev", C.STEPS_TO_90] != trials.loc["rev", C.STEPS_TO_90]  # NaN: never reached 90%
-    assert 0 < trials.loc["rev", C.PEPTIDE_RECALL] < 1  # only the last evaluation had it
+    assert 0 < trials.loc["rev", C.final(names.VAL_PEPTIDE_RECALL)] < 1  # only the last evaluation had it
     assert trials.loc["rev", C.STEPS] == MAX_T and trials.loc["rev", C.WALL_H] == pytest.approx(500 / 3600)
     history = report.load_history(tmp_path / "exp")
     assert len(history) == 2 * MAX_T // EVAL_EVERY + 2
@@ -182,7 +88,7 @@ def test_replicates_grouped_with_ci_and_welch_sentence(tmp_path):
     assert exp.replicated
     groups = exp.groups().set_index(C.GROUP)
     assert list(groups.index) == ["revised", "original", "delayed"]
-    rev = exp.completed().query(f"{C.LABEL} == 'revised'")[C.FINAL_ACC]
+    rev = exp.completed().query(f"{C.LABEL} == 'revised'")[FINAL]
     assert groups.loc["revised", C.GROUP_SEEDS] == 3
     assert groups.loc["delayed", [C.GROUP_SEEDS, C.GROUP_TRIALS, C.GROUP_FAILED]].tolist() == [1, 2, 1]
     assert exp.trials[C.LABEL].iloc[0] == "single"
@@ -249,13 +155,14 @@ def test_write_report_files_and_html_references_every_plot(tmp_path):
     for png in pngs:
         assert f"plots/{png.name}" in page
         assert base64.b64encode(png.read_bytes()).decode() in page  # embedded: opens with no server
-    assert report.RANKING_RULE in page and "revised beats original" in page
+    assert report.ranking_rule(names.VAL_ACCURACY, "max") in page and "revised beats original" in page
     assert list(pd.read_csv(out / "groups.csv")[C.GROUP]) == ["revised", "original"]  # singletons are not groups
     ranking = pd.read_csv(out / "ranking.csv")
     assert list(ranking[C.LABEL])[-2:] == ["S", "X"] and ranking[C.RANK].tolist() == list(range(1, 7))
     assert len(pd.read_parquet(out / "trials.parquet")) == 6
     md = (out / "ranking.md").read_text()
-    assert "| rank | curriculum | status |" in md and report.RANKING_RULE in md
+    assert "| rank | curriculum | seed | status | final val/token_accuracy | best val/token_accuracy |" in md
+    assert report.ranking_rule(names.VAL_ACCURACY, "max") in md
     coverage = pd.read_csv(out / "coverage.csv")
     assert coverage["n"].sum() == pd.read_parquet(out / "history.parquet")[names.VAL_COVERAGE].notna().sum()
     # Rewriting is idempotent, and drops plots that no longer apply.
@@ -269,9 +176,10 @@ def test_cli_prints_ranking_and_rule(tmp_path, capsys):
     assert report.main([str(tmp_path / "exp"), "--top", "2"]) == 0
     out = capsys.readouterr().out
     assert out.index(" B ") < out.index(" C ") < out.index(" A ")
-    assert report.RANKING_RULE in out and "report.html" in out
-    assert "Best completed trial: B at 85.0% final val token accuracy" in out
-    assert "Every configuration ran with one seed, so no difference can be tested; the 3 completed trials span 5.0 points" in out
+    assert report.ranking_rule(names.VAL_ACCURACY, "max") in out and "report.html" in out
+    assert "Best completed trial: B at 85.0% final val/token_accuracy" in out
+    assert ("Every configuration ran with one seed, so no difference can be tested; the 3 completed trials span "
+            "5.0 points of final val/token_accuracy") in out
 
 
 def test_cli_rejects_a_directory_that_is_no_experiment(tmp_path):
@@ -357,6 +265,7 @@ def searched(ray_head, tmp_path_factory) -> Path:
     run = run_search(["--space", str(root / "space.yaml"), "--storage", str(root / "out"), "--live-interval", "1000",
                       "--wandb-mode", "disabled"], env=ray_head.client_env(), timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (root / "stdout.txt").write_text(run.stdout)
     return root / "out" / "report_e2e"
 
 
@@ -387,9 +296,9 @@ def test_end_to_end_ranking_rule(searched):
     tiers = t[C.STATUS].map(C.TIER).tolist()
     assert tiers == sorted(tiers) and tiers[-1] == C.TIER["diverged"]
     done = t[t[C.STATUS] == "completed"]
-    assert done[C.FINAL_ACC].is_monotonic_decreasing and len(done) == 4
+    assert done[FINAL].is_monotonic_decreasing and len(done) == 4
     stopped = t[t[C.STATUS] == "stopped"]
-    keys = list(zip(-stopped[C.REACHED_STEP], -stopped[C.FINAL_ACC]))
+    keys = list(zip(-stopped[C.REACHED_STEP], -stopped[FINAL]))
     assert keys == sorted(keys)
 
 
@@ -401,7 +310,7 @@ def test_end_to_end_groups_replicates_and_tests_them(searched):
     groups = exp.groups().set_index(C.GROUP)
     assert groups.loc["revised", C.GROUP_SEEDS] == 2 and groups.loc["original", C.GROUP_SEEDS] == 2
     done = exp.completed()
-    values = {name: done.loc[done[C.LABEL] == name, C.FINAL_ACC].to_numpy() for name in ("revised", "original")}
+    values = {name: done.loc[done[C.LABEL] == name, FINAL].to_numpy() for name in ("revised", "original")}
     best, other = sorted(values, key=lambda n: -values[n].mean())
     comparison = next(c for c in exp.comparisons() if {c.best, c.other} == {best, other})
     assert comparison.best == best
@@ -421,3 +330,36 @@ def test_end_to_end_report_written_by_the_search_references_every_plot(searched)
         assert f"plots/{png.name}" in page and base64.b64encode(png.read_bytes()).decode() in page
     assert report.main([str(searched)]) == 0  # the command line rewrites it at any time
     assert (out / "ranking.csv").is_file() and (out / "trials.parquet").is_file()
+
+
+@pytest.mark.slow
+def test_end_to_end_terminal_top_is_the_head_of_ranking_md(searched):
+    out = (searched.parent.parent / "stdout.txt").read_text()
+    head = out[out.index(f"top 5 of 8 by {names.VAL_ACCURACY} (max):"):].splitlines()[1:6]
+    top = [re.match(r"\s+(\d+)\.\s+\S*\s+(.+?)  seed (\d+)  \[(.+)\]  \S+$", line).groups() for line in head]
+    rows = md_rows((searched / "report" / "ranking.md").read_text())[:5]
+    assert top == [(r["rank"], r["curriculum"], r["seed"], r["status"]) for r in rows]
+
+
+@pytest.mark.slow
+def test_end_to_end_every_trial_is_given_the_one_validation_set(searched):
+    """revised ends at 7-14 residues with 8 noise peaks, original at 5, the fixed stage at 7-10 clean:
+    every trial is validated at 7-14 with 8 noise peaks."""
+    meta = json.loads((searched / "search.json").read_text())
+    assert {k: meta["validation"][k] for k in ("min_length", "max_length", "noise_peaks", "size")} == \
+        {"min_length": 7, "max_length": 14, "noise_peaks": 8, "size": 64}
+    t = report.load(searched)
+    for trial_dir in t[C.TRIAL_DIR]:
+        overrides = json.loads((searched / trial_dir / "params.json").read_text())["trainer"]["overrides"]
+        assert {k: overrides[f"data.val_{k}"] for k in meta["validation"]} == meta["validation"]
+
+
+@pytest.mark.slow
+def test_end_to_end_all_trials_report_one_fingerprint(searched):
+    """Needs the trainer side of issue 8 (model/: data.val_* honoured, names.VAL_FINGERPRINT reported)."""
+    t = report.load(searched)
+    fingerprints = set(t[C.FINGERPRINT])
+    assert len(fingerprints) == 1, fingerprints
+    (fingerprint,) = fingerprints
+    assert isinstance(fingerprint, str) and int(fingerprint, 16) >= 0
+    assert t[C.SAME_VALIDATION].all()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import pickle
 import sys
 
@@ -45,7 +46,7 @@ def scripted(config):
     """Accuracy rises with the step to the configuration's quality; the seed adds 0.02."""
     cid, seed = config["config_id"], config["seed"]
     for step in (10, 20, 30, 40):
-        row = {names.STEP: step, names.VAL_ACCURACY: QUALITY[cid] * step / 40 + 0.02 * seed,
+        row = {names.STEP: step, names.VAL_RESIDUE_ACCURACY: QUALITY[cid] * step / 40 + 0.02 * seed,
                names.SPECTRUM_INTRO_STEP: names.MISSING, names.PRECURSOR_INTRO_STEP: names.MISSING,
                names.NAN_COUNT: 0.0, DIVERGED_KEY: 0.0}
         if cid == DIVERGES and step == 20:
@@ -97,3 +98,60 @@ def test_named_first_replicates_and_pruned_states(ray_driver, tmp_path):
     assert hopeless.value is not None and max(hopeless.intermediate_values) in (10, 20, 30)
     # Every trial that trials.json calls stopped is in the scheduler's log, and no other.
     assert set(state["stop_log"]) == {t for t in trials if trials[t]["status"] == "stopped"}
+
+
+# Missing means worst, told straight to the searcher stack (no Ray run needed): mode min on steps to 90%.
+MIN_SPACE = {
+    "name": "missing",
+    "metric": names.STEPS_TO_90,
+    "mode": "min",
+    "trainer": {"preset": "tiny", "overrides": {"optim.max_steps": 40, "optim.warmup_steps": 4,
+                                                "train.eval_interval": 10}},
+    "curriculum": {"stages": [{"name": "a", "steps": 40, "min_length": 7, "max_length": 10}],
+                   "spectrum": {"start_weight": 0.05, "final_weight": 0.1}},
+    "search": {"spectrum.intro_step": {"dist": "qrandint", "low": 5, "high": 35, "q": 5}},
+    "searcher": {"algorithm": "tpe", "seed": 1, "num_samples": 4, "startup_trials": 4, "max_concurrent": 8},
+    "seeds": [0, 1],
+    "scheduler": {"type": "fifo"},
+    "wandb": {"mode": "disabled"},
+}
+NAN = float("nan")
+# config id -> steps to 90% of its two seeds at the end (MISSING: never reached); config 3 is stopped early.
+FINAL_S90 = {0: (30.0, 40.0), 1: (names.MISSING, 20.0), 2: (NAN, NAN), 3: (25.0, 25.0)}
+
+
+def test_missing_metric_is_told_worst_never_best(tmp_path):
+    from search.optuna_glue import build_searcher
+    from search.scheduler import StopLog
+
+    path = tmp_path / "missing.yaml"
+    path.write_text(yaml.safe_dump(MIN_SPACE))
+    stop_log = StopLog()
+    limiter = build_searcher(load_space(path), "missing", stop_log)
+    trials = {}
+    for i in range(8):
+        config = limiter.suggest(f"t{i}")
+        trials[f"t{i}"] = (config["config_id"], config["replicate"])
+    assert sorted(trials.values()) == [(c, r) for c in range(4) for r in range(2)]
+    for tid, (cid, rep) in trials.items():
+        # Intermediate rows: not reached yet (MISSING) at step 10, then the final value at step 40.
+        limiter.on_trial_result(tid, {names.STEP: 10, names.STEPS_TO_90: names.MISSING})
+        if cid == 3:
+            stop_log.record(tid, 20)
+            limiter.on_trial_complete(tid, {names.STEP: 20, names.STEPS_TO_90: names.MISSING})
+            continue
+        limiter.on_trial_result(tid, {names.STEP: 40, names.STEPS_TO_90: FINAL_S90[cid][rep]})
+        limiter.on_trial_complete(tid, {names.STEP: 40, names.STEPS_TO_90: FINAL_S90[cid][rep]})
+    study = limiter.searcher.inner.study
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    by_config = sorted(study.trials, key=lambda t: t.number)
+    assert by_config[0].state == optuna.trial.TrialState.COMPLETE and by_config[0].value == 35.0
+    for never in (1, 2):  # one seed never reached 90%; both NaN: the worst value, not the mean with -1
+        assert by_config[never].state == optuna.trial.TrialState.COMPLETE
+        assert by_config[never].value == math.inf
+    assert by_config[3].state == optuna.trial.TrialState.PRUNED
+    for ot in by_config:  # a missing value is never an intermediate value
+        assert names.MISSING not in ot.intermediate_values.values()
+        assert all(math.isfinite(v) for v in ot.intermediate_values.values())
+    assert by_config[3].intermediate_values == {}
+    assert by_config[0].intermediate_values == {40: 30.0}  # the first seed's rows reach Optuna

@@ -21,7 +21,8 @@ from conftest import REPO, run_search
 from model import names
 from search.trials import DIVERGED_KEY
 
-METRICS = [v for k, v in vars(names).items() if k.isupper() and isinstance(v, str) and "/" in v]
+METRICS = [v for k, v in vars(names).items()
+           if k.isupper() and isinstance(v, str) and "/" in v and v != names.VAL_FINGERPRINT]
 # Four grid points (intro at 10 or 20, losses NaN from step 12 or never) and one named curriculum.
 E2E = {
     "name": "e2e",
@@ -65,7 +66,7 @@ def test_job_submit_completes_with_live_view_ranking_and_report(e2e):
     exp, out = e2e
     assert "succeeded" in out
     assert "5 trials:" in out and "status" in out  # the live table
-    assert "top 5 of 5 by val/token_accuracy" in out and f"experiment: {exp}" in out
+    assert f"top 5 of 5 by {names.VAL_RESIDUE_ACCURACY} (max)" in out and f"experiment: {exp}" in out
     meta = json.loads((exp / "search.json").read_text())
     assert meta["status"] == "finished" and meta["finished"]
     for key in ("name", "space_file", "metric", "mode", "searched", "max_t", "scheduler", "grace_period",
@@ -101,6 +102,13 @@ def test_layout_contract(e2e):
         for row in rows:
             for metric in METRICS:
                 assert isinstance(row[metric], float) and math.isfinite(row[metric]), (metric, row[metric])
+            if names.VAL_FINGERPRINT in row:  # a hex string, as the trainer gives it
+                int(row[names.VAL_FINGERPRINT], 16)
+        # The one validation set of the search: the hardest stage over the fixed stages (7-12, 2 noise
+        # peaks) and the named curriculum original (7-14, 5 noise peaks).
+        overrides = params["trainer"]["overrides"]
+        assert (overrides["data.val_min_length"], overrides["data.val_max_length"],
+                overrides["data.val_noise_peaks"], overrides["data.val_size"]) == (7, 14, 5, 64)
         assert (trial_dir / "metrics.csv").is_file()
         if entry["status"] == "stopped":
             assert entry["stopped_at_step"] in (10, 20, 30)
@@ -209,3 +217,17 @@ def test_cli_help_lists_the_flags():
     proc = subprocess.run([sys.executable, "-m", "search.run", "--help"], cwd=REPO, capture_output=True, text=True)
     for flag in ("--space", "--name", "--storage", "--num-samples", "--resume", "--smoke", "--scale"):
         assert flag in proc.stdout
+
+
+def test_trainable_rows_keep_the_fingerprint_text_and_every_metric_finite(tmp_path):
+    from search.trainable import last_row, reportable
+
+    row = reportable({names.STEP: 10, names.VAL_CE: float("nan"), names.VAL_FINGERPRINT: "0a1b2c"}, 3)
+    assert row[names.VAL_FINGERPRINT] == "0a1b2c" and row[names.VAL_CE] == names.MISSING
+    assert all(isinstance(row[m], float) for m in METRICS)
+    assert names.VAL_FINGERPRINT not in reportable({names.STEP: 10}, 3)  # absent stays absent, not -1
+    csv = tmp_path / "metrics.csv"
+    csv.write_text(f"{names.STEP},{names.VAL_CE},{names.VAL_FINGERPRINT}\n10,0.5,0a1b2c\n20,,0a1b2c\n")
+    last = last_row(csv)
+    assert last == {names.STEP: 20.0, names.VAL_CE: names.MISSING, names.VAL_FINGERPRINT: "0a1b2c"}
+    assert reportable(last, 3)[names.VAL_FINGERPRINT] == "0a1b2c"

@@ -4,6 +4,7 @@ and sampling keeps the constraints (through a real Optuna study, no Ray)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import subprocess
 import sys
 import time
@@ -14,8 +15,10 @@ import pytest
 import yaml
 
 from model import names
+from model.config import load_config
 from model.errors import InputError
 from search.distributions import parse_distribution
+from search.layout import search_meta
 from search.optuna_glue import REPAIRS, SpaceSampler, make_optuna
 from search.space import SPACE_DIR, load_space
 from search.trials import curriculum_label, named_config, searched_config
@@ -70,6 +73,7 @@ def test_every_shipped_space_loads_and_smokes(path):
 
 def test_shipped_spaces_state_the_issue_settings():
     assert len(SHIPPED) >= 4
+    assert {load_space(path).metric for path in SHIPPED} == {names.VAL_RESIDUE_ACCURACY}
     quick = load_space(SPACE_DIR / "quickstart.yaml")
     assert quick.trainer.preset == "tiny" and quick.scheduler.type == "asha" and 8 <= quick.num_trials <= 16
     timing = load_space(SPACE_DIR / "intro_timing.yaml")
@@ -85,7 +89,7 @@ def test_shipped_spaces_state_the_issue_settings():
 
 def test_good_space_and_defaults(tmp_path):
     space = load_space(write(tmp_path, GOOD))
-    assert space.metric == names.VAL_ACCURACY and space.mode == "max"
+    assert space.metric == names.VAL_RESIDUE_ACCURACY and space.mode == "max"
     assert space.num_configurations == 8 and space.num_trials == 16
     assert space.max_steps == 400 and space.eval_interval == 50
 
@@ -129,6 +133,22 @@ BAD = [
      "search.optim.lr"),
     ("reserved key", lambda d: d["trainer"]["overrides"].update(seed=4), "trainer.overrides.seed"),
     ("unknown metric", lambda d: d.update(metric="val/acc"), "metric"),
+    ("the fingerprint is no metric", lambda d: d.update(metric=names.VAL_FINGERPRINT), "metric"),
+    ("unknown validation key", lambda d: d.update(validation={"noise": 3}), "validation.noise"),
+    ("validation not a mapping", lambda d: d.update(validation=[7, 14]), "validation"),
+    ("validation length not an integer", lambda d: d.update(validation={"max_length": "long"}),
+     "validation.max_length"),
+    ("validation min above max", lambda d: d.update(validation={"min_length": 15}), "validation.min_length"),
+    ("validation max too long", lambda d: d.update(validation={"max_length": 40}), "validation.max_length"),
+    ("validation noise negative", lambda d: d.update(validation={"noise_peaks": -1}), "validation.noise_peaks"),
+    ("validation size zero", lambda d: d.update(validation={"size": 0}), "validation.size"),
+    ("validation seed negative", lambda d: d.update(validation={"seed": -3}), "validation.seed"),
+    ("validation lengths as trainer overrides", lambda d: d["trainer"]["overrides"].update(
+        {"data.val_noise_peaks": 3}), "trainer.overrides.data.val_noise_peaks"),
+    ("validation searched", lambda d: d["search"].update({"data.val_size": {"dist": "choice", "values": [64, 128]}}),
+     "search.data.val_size"),
+    ("validation size stated twice", lambda d: (d["trainer"]["overrides"].update({"data.val_size": 64}),
+                                                d.update(validation={"size": 128})), "validation.size"),
     ("constraint on nothing", lambda d: d.update(constraints=["spectrum.intro_step >= precursor.ramp_step"]),
      "constraints[0]"),
     ("constraint never holds", lambda d: d.update(constraints=["spectrum.intro_step >= precursor.intro_step + 500"]),
@@ -154,6 +174,53 @@ def test_bad_space_names_file_and_key(tmp_path, case, change, key):
         load_space(path)
     assert err.value.file == str(path)
     assert err.value.key == key, err.value
+
+
+def test_validation_defaults_to_the_hardest_stage_of_every_curriculum(tmp_path):
+    # Fixed stages reach 7-12 with 2 noise peaks; the named original 7-14 with 5 and revised with 8.
+    space = load_space(write(tmp_path, GOOD))
+    assert (space.validation.min_length, space.validation.max_length, space.validation.noise_peaks) == (7, 14, 8)
+    preset = load_config("tiny")
+    assert (space.validation.size, space.validation.seed) == (preset.data.val_size, preset.data.val_seed)
+    only_original = load_space(write(tmp_path, with_change(lambda d: d["named"].update(curricula=["original"]))))
+    assert only_original.validation.noise_peaks == 5
+    no_named = with_change(lambda d: (d["named"].update(curricula=[]), d["curriculum"]["stages"].append(
+        {"name": "c", "steps": 1, "min_length": 6, "max_length": 9, "noise_peaks": 1})))
+    no_named["trainer"]["overrides"]["optim.max_steps"] = 401
+    no_named["trainer"]["overrides"]["data.val_size"] = 96  # the preset's size, as overridden
+    v = load_space(write(tmp_path, no_named)).validation
+    assert (v.min_length, v.max_length, v.noise_peaks, v.size) == (6, 12, 2, 96)
+
+
+def test_validation_stated_and_kept_by_scale_and_smoke(tmp_path):
+    stated = {"min_length": 8, "max_length": 12, "noise_peaks": 3, "size": 200, "seed": 11}
+    space = load_space(write(tmp_path, with_change(lambda d: d.update(validation=stated))))
+    assert dataclasses.asdict(space.validation) == stated
+    assert dataclasses.asdict(load_space(write(tmp_path, with_change(lambda d: d.update(validation=stated))),
+                                         scale=0.5).validation) == stated
+    # --smoke keeps the full space's validation data, although it runs only two named curricula
+    # (ab_seed_curricula: original and delayed, whose hardest stage has 5 noise peaks, not 8); only smaller.
+    full, smoke = load_space(SPACE_DIR / "ab_seed_curricula.yaml"), load_space(SPACE_DIR / "ab_seed_curricula.yaml",
+                                                                               smoke=True)
+    assert smoke.named.curricula == ["original", "delayed"] and full.validation.noise_peaks == 8
+    assert dataclasses.replace(smoke.validation, size=full.validation.size) == full.validation
+    assert smoke.validation.size == 64
+    assert load_space(SPACE_DIR / "quickstart.yaml").validation.size == 256
+
+
+def test_every_trial_config_carries_the_validation_set(tmp_path):
+    space = load_space(write(tmp_path, GOOD))
+    expected = {"data.val_min_length": 7, "data.val_max_length": 14, "data.val_noise_peaks": 8,
+                "data.val_size": space.validation.size, "data.val_seed": space.validation.seed}
+    values = {"spectrum.intro_step": 120, "precursor.intro_step": 200, "spectrum.final_weight": 0.2, "optim.lr": 3e-4}
+    configs = [named_config(space, "exp", "revised", 1, 1), named_config(space, "exp", "original", 0, 0),
+               searched_config(space, "exp", values, 0, 5), searched_config(space, "exp", values, 1, 5)]
+    for config in configs:
+        assert {k: config["trainer"]["overrides"][k] for k in expected} == expected
+        load_config(config["trainer"]["preset"], config["trainer"]["overrides"])  # the trainer accepts them
+    assert search_meta(space, "exp", "running", "now")["validation"] == {
+        "min_length": 7, "max_length": 14, "noise_peaks": 8, "size": space.validation.size,
+        "seed": space.validation.seed}
 
 
 def test_malformed_and_missing_files(tmp_path):

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from search import stats
+from search.report import stats
 
 
 def test_mean_ci_matches_the_t_interval():

@@ -1,5 +1,5 @@
-"""The report's figures (matplotlib, Agg, PNG): accuracy and losses against step, accuracy against each
-searched parameter, seeds per curriculum, and spectrum coverage against token accuracy.
+"""The report's figures (matplotlib, Agg, PNG): the ranking metric and the losses against step, the
+metric against each searched parameter, seeds per curriculum, and spectrum coverage against token accuracy.
 
 Each ``*_figure`` function takes the report's frames and returns a Figure, or None when the experiment
 has nothing to draw (no history yet, nothing searched, no replicates); ``write_all`` saves those that exist.
@@ -56,17 +56,18 @@ class Plot(NamedTuple):
 
 def write_all(exp: Experiment, plot_dir: Path, top: int = 8) -> list[Plot]:
     """Save every figure the experiment can show as ``plot_dir/<name>.png``; return them in report order."""
+    m = exp.metric
     made = [
-        ("accuracy_vs_step", "Validation token accuracy", accuracy_vs_step_figure(exp, top),
+        ("accuracy_vs_step", f"{m} against step", accuracy_vs_step_figure(exp, top),
          f"Top {top} curricula by rank; seeds of one curriculum share a colour. Markers: ^ spectrum loss "
          "intro, \u25a0 precursor loss intro. Dashed: stopped early or unfinished; dotted: diverged or errored."),
         ("losses_vs_step", "Loss components", losses_vs_step_figure(exp, min(top, 5)),
          f"Validation CE, spectrum and precursor losses and training CE of the top {min(top, 5)} curricula."),
-        ("accuracy_by_curriculum", "Final accuracy per curriculum", accuracy_by_group_figure(exp),
+        ("accuracy_by_curriculum", f"Final {m} per curriculum", accuracy_by_group_figure(exp),
          "Each dot a completed seed; bars: mean and 95% confidence interval (t distribution)."),
-        ("accuracy_vs_params", "Final accuracy against each searched parameter", accuracy_vs_params_figure(exp),
-         "Filled: completed (final accuracy); hollow: stopped early (accuracy where it stopped); "
-         "x: diverged or errored (at 0 when it never reported)."),
+        ("accuracy_vs_params", f"Final {m} against each searched parameter", accuracy_vs_params_figure(exp),
+         f"Filled: completed (final {m}); hollow: stopped early (its value where it stopped); "
+         "x: diverged or errored (at the worst edge of the panel when it never reported)."),
         ("coverage_vs_accuracy", "Spectrum coverage against token accuracy", coverage_figure(exp),
          "Every evaluation of every trial; black bars: the seeds' measurements."),
     ]
@@ -86,27 +87,37 @@ def top_labels(trials: pd.DataFrame, top: int) -> list[str]:
     return list(dict.fromkeys(trials.sort_values(C.RANK)[C.LABEL]))[:top]
 
 
+def _scale(exp: Experiment) -> float:
+    """Fractions are drawn as percentages."""
+    return 100.0 if C.is_fraction(exp.metric) else 1.0
+
+
+def _label(exp: Experiment, prefix: str = "") -> str:
+    return f"{prefix}{exp.metric}{' (%)' if C.is_fraction(exp.metric) else ''}"
+
+
 def accuracy_vs_step_figure(exp: Experiment, top: int) -> Figure | None:
-    h = exp.history
-    if names.VAL_ACCURACY not in h or h[names.VAL_ACCURACY].notna().sum() == 0:
+    """The ranking metric against step (the file keeps its old name, accuracy_vs_step.png)."""
+    h, metric, k = exp.history, exp.metric, _scale(exp)
+    if metric not in h or h[metric].notna().sum() == 0:
         return None
     fig, ax = plt.subplots(figsize=(10, 5.5), layout="constrained")
     for color, label, trials in _top_groups(exp, top):
         for i, (_, trial) in enumerate(trials.iterrows()):
-            curve = _curve(h, trial[C.TRIAL_ID], names.VAL_ACCURACY)
+            curve = _curve(h, trial[C.TRIAL_ID], metric)
             if curve.empty:
                 continue
             seeds = f" ({len(trials)} seeds)" if len(trials) > 1 else ""
-            ax.plot(curve.index, 100 * curve.values, color=color, lw=1.6, alpha=0.9, marker=".", ms=4,
+            ax.plot(curve.index, k * curve.values, color=color, lw=1.6, alpha=0.9, marker=".", ms=4,
                     ls=STYLE_BY_STATUS.get(trial[C.STATUS], "--"), label=f"{label}{seeds}" if i == 0 else None)
             if trial[C.STATUS] in ("diverged", "errored"):
-                ax.plot(curve.index[-1], 100 * curve.values[-1], "x", color=color, ms=9, mew=2)
+                ax.plot(curve.index[-1], k * curve.values[-1], "x", color=color, ms=9, mew=2)
             for loss in AUX_LOSSES:
                 at = trial.get(C.INTRO_AT[loss])
                 if at is not None and math.isfinite(at) and at <= curve.index[-1]:
                     y = np.interp(at, curve.index, curve.values)  # before the first evaluation: at its level
-                    ax.plot(at, 100 * y, INTRO_MARKERS[loss], color=color, ms=8, mec="black", mew=0.8)
-    ax.set(xlabel="step", ylabel="val token accuracy (%)", title="Validation token accuracy")
+                    ax.plot(at, k * y, INTRO_MARKERS[loss], color=color, ms=8, mec="black", mew=0.8)
+    ax.set(xlabel="step", ylabel=_label(exp), title=f"{metric} against step")
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     handles += [Line2D([], [], marker=m, ls="", color="grey", mec="black", label=f"{loss} intro")
@@ -146,17 +157,18 @@ def accuracy_by_group_figure(exp: Experiment) -> Figure | None:
     done = exp.completed()
     fig, ax = plt.subplots(figsize=(max(6.5, 1.3 * len(groups) + 2), 4.2), layout="constrained")
     rng = np.random.default_rng(0)  # jitter only
+    k = _scale(exp)
     for x, (_, g) in enumerate(groups.iterrows()):
-        values = done.loc[done[C.LABEL] == g[C.GROUP], C.FINAL_ACC].dropna()
-        ax.plot(x + rng.uniform(-0.12, 0.12, len(values)), 100 * values, "o", color="tab:blue", alpha=0.7)
+        values = done.loc[done[C.LABEL] == g[C.GROUP], exp.final].dropna()
+        ax.plot(x + rng.uniform(-0.12, 0.12, len(values)), k * values, "o", color="tab:blue", alpha=0.7)
         if g[C.GROUP_SEEDS] >= 1:
             low = g["ci_low"] if math.isfinite(g["ci_low"]) else g["mean"]
             high = g["ci_high"] if math.isfinite(g["ci_high"]) else g["mean"]
-            ax.errorbar(x + 0.25, 100 * g["mean"], yerr=[[100 * (g["mean"] - low)], [100 * (high - g["mean"])]],
+            ax.errorbar(x + 0.25, k * g["mean"], yerr=[[k * (g["mean"] - low)], [k * (high - g["mean"])]],
                         fmt="D", color="black", capsize=5, ms=5)
     ticks = [textwrap.fill(str(g), 18) + f"\n(n={n})" for g, n in zip(groups[C.GROUP], groups[C.GROUP_SEEDS])]
     ax.set_xticks(range(len(groups)), ticks, fontsize=8)
-    ax.set(ylabel="final val token accuracy (%)", title="Completed seeds, mean and 95% CI")
+    ax.set(ylabel=_label(exp, "final "), title="Completed seeds, mean and 95% CI")
     ax.grid(alpha=0.3, axis="y")
     return fig
 
@@ -175,16 +187,22 @@ def accuracy_vs_params_figure(exp: Experiment) -> Figure | None:
               dict(marker="o", mfc="none", color="tab:grey", ls="")),
              ("diverged / errored", t[C.STATUS].isin(["diverged", "errored"]),
               dict(marker="x", color="tab:red", ls="", mew=2))]
+    k, final = _scale(exp), pd.to_numeric(t[exp.final], errors="coerce")
+    # A trial without a value sits at the worst edge: the floor for mode max, the ceiling for mode min.
+    if final.notna().any():
+        worst = final.min() if exp.mode == "max" else final.max()
+    else:
+        worst = 0.0
     for ax, param in zip(axes.flat, params):
         x, ticks = _axis_values(t[param])
         for kind, mask, style in kinds:
-            y = t.loc[mask, C.FINAL_ACC].fillna(0.0)  # a trial with no accuracy sits on the floor
-            ax.plot(x[mask.to_numpy()], 100 * y, label=kind, ms=7, **style)
+            y = final[mask].fillna(worst)
+            ax.plot(x[mask.to_numpy()], k * y, label=kind, ms=7, **style)
         if ticks is not None:
             ax.set_xticks(range(len(ticks)), ticks, rotation=20)
         elif _log_scale(t[param]):
             ax.set_xscale("log")
-        ax.set(xlabel=param, ylabel="final val token accuracy (%)")
+        ax.set(xlabel=param, ylabel=_label(exp, "final "))
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(params):]:
         ax.axis("off")

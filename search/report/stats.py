@@ -2,10 +2,12 @@
 
 A curriculum run with several training seeds is one *group*. Each group gets its mean, standard
 deviation (``ddof=1``) and a 95% confidence interval from the t distribution; the best group (highest
-mean) is then compared with every other by Welch's t-test (two-sided, unequal variances), and the
-result is said in one sentence: "revised beats original by 3.1 points, p = 0.02, 3 seeds each".
+mean under ``mode="max"``, lowest under ``"min"``) is then compared with every other by Welch's t-test
+(two-sided, unequal variances), and the result is said in one sentence: "revised beats original by 3.1
+points, p = 0.02, 3 seeds each".
 
-Accuracies are fractions in [0, 1]; differences are said in percentage points.
+Accuracies are fractions in [0, 1] and their differences are said in percentage points (``scale=100``,
+the default); other metrics (a loss) are said in their own units (``scale=1``).
 """
 
 from __future__ import annotations
@@ -39,13 +41,15 @@ def mean_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[fl
 
 
 def group_summary(frame: pd.DataFrame, value: str, by: str = "label",
-                  bounds: tuple[float, float] | None = None) -> pd.DataFrame:
-    """One row per group of ``frame[by]``: n, mean, std, 95% CI of ``frame[value]``, best mean first.
+                  bounds: tuple[float, float] | None = None, mode: str = "max") -> pd.DataFrame:
+    """One row per group of ``frame[by]``: n, mean, std, 95% CI of ``frame[value]``, best mean first
+    (highest for ``mode="max"``, lowest for ``"min"``).
 
     Rows whose value is NaN do not count towards n (a group can have n = 0). ``bounds``, when given,
     clips the CI to the values the quantity can take (an accuracy lies in [0, 1]; with two seeds
     the t interval easily runs past both ends).
     """
+    _check_mode(mode)
     for column in (value, by):
         if column not in frame.columns:
             raise ValueError(f"column {column!r} not in frame; columns: {list(frame.columns)}")
@@ -58,7 +62,7 @@ def group_summary(frame: pd.DataFrame, value: str, by: str = "label",
         rows.append({"group": name, "n": int(x.size), "mean": mean, "std": std, "ci_low": low, "ci_high": high})
     out = pd.DataFrame(rows, columns=GROUP_COLUMNS)
     # Best mean first; empty groups last; equal means keep the order of first appearance.
-    return out.sort_values("mean", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+    return out.sort_values("mean", ascending=mode == "min", na_position="last", kind="stable").reset_index(drop=True)
 
 
 @dataclass(frozen=True)
@@ -67,11 +71,12 @@ class Comparison:
 
     best: str
     other: str
-    difference: float  # percentage points, best minus other
+    difference: float  # how much better best is: points for accuracies (scale 100), else the metric's units
     p_value: float
     n_best: int
     n_other: int
     note: str = ""  # why there is no test, when there is none
+    unit: str = "points"  # "" for a metric said in its own units
 
     @property
     def tested(self) -> bool:
@@ -85,7 +90,8 @@ class Comparison:
         verb = "ties with" if self.difference == 0 else "beats"
         head = f"{self.best} {verb} {self.other}"
         if self.difference != 0:
-            head += f" by {abs(self.difference):.1f} points"
+            head += f" by {abs(self.difference):.1f} points" if self.unit == "points" else \
+                f" by {abs(self.difference):.3g}{' ' + self.unit if self.unit else ''}"
         seeds = _seeds(self.n_best, self.n_other)
         if not self.tested:
             return f"{head}, {seeds}: no test ({self.note})."
@@ -93,10 +99,14 @@ class Comparison:
         return f"{head}, {format_p(self.p_value)}, {seeds}{verdict}."
 
 
-def welch(best: Sequence[float], other: Sequence[float], best_name: str, other_name: str) -> Comparison:
-    """Welch's two-sided t-test of ``best`` against ``other`` (accuracies as fractions)."""
+def welch(best: Sequence[float], other: Sequence[float], best_name: str, other_name: str, *,
+          mode: str = "max", scale: float = 100.0) -> Comparison:
+    """Welch's two-sided t-test of ``best`` against ``other``; the difference is how much better ``best``
+    is (higher under ``mode="max"``, lower under ``"min"``) times ``scale`` (100: fractions to points)."""
+    _check_mode(mode)
     a, b = _finite(best), _finite(other)
-    diff = 100.0 * (a.mean() - b.mean()) if a.size and b.size else math.nan
+    sign = 1.0 if mode == "max" else -1.0
+    diff = sign * scale * (a.mean() - b.mean()) if a.size and b.size else math.nan
     note = ""
     if a.size < 2 or b.size < 2:
         lone = [f"{name} has {n} seed{'s' if n != 1 else ''}" for name, n in ((best_name, a.size),
@@ -107,18 +117,21 @@ def welch(best: Sequence[float], other: Sequence[float], best_name: str, other_n
     p = math.nan
     if not note:
         p = float(sps.ttest_ind(a, b, equal_var=False).pvalue)
-    return Comparison(best_name, other_name, round(diff, 10), p, int(a.size), int(b.size), note)
+    unit = "points" if scale == 100.0 else ""
+    return Comparison(best_name, other_name, round(diff, 10), p, int(a.size), int(b.size), note, unit)
 
 
-def compare_groups(frame: pd.DataFrame, value: str, by: str = "label") -> list[Comparison]:
-    """The best group (highest mean of ``value``) against each other group with at least one value."""
-    summary = group_summary(frame, value, by)
+def compare_groups(frame: pd.DataFrame, value: str, by: str = "label", *, mode: str = "max",
+                   scale: float = 100.0) -> list[Comparison]:
+    """The best group (best mean of ``value`` for ``mode``) against each other group with at least one value."""
+    summary = group_summary(frame, value, by, mode=mode)
     summary = summary[summary["n"] > 0]
     if len(summary) < 2:
         return []
     best = summary["group"].iloc[0]
     values = {name: part[value] for name, part in frame.groupby(by, sort=False, dropna=False)}
-    return [welch(values[best], values[other], str(best), str(other)) for other in summary["group"].iloc[1:]]
+    return [welch(values[best], values[other], str(best), str(other), mode=mode, scale=scale)
+            for other in summary["group"].iloc[1:]]
 
 
 def format_p(p: float) -> str:
@@ -157,6 +170,11 @@ def _seeds(n_best: int, n_other: int) -> str:
     if n_best == n_other:
         return f"{n_best} seed{'s' if n_best != 1 else ''} each"
     return f"{n_best} and {n_other} seeds"
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
 
 
 def _finite(values: Sequence[float]) -> np.ndarray:

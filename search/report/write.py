@@ -1,51 +1,24 @@
-"""The report: rank an experiment's curricula and write its tables and plots.
-
-Reads only what the search wrote (``search.results``): no running Ray, no checkpoints; works
-mid-search and on an interrupted or partly errored experiment.
-
-    python -m search.report <experiment_dir> [--top N]
-
-prints the ranking and writes ``<experiment_dir>/report/`` (see ``write_report``). In a notebook::
-
-    from search.report import load, load_history
-    trials, history = load(exp_dir), load_history(exp_dir)
-"""
+"""Write an experiment's ``report/`` directory: tables (CSV, parquet, Markdown), plots and one HTML page."""
 
 from __future__ import annotations
 
 import logging
 import math
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from model import names
-from model.errors import InputError, OneLineParser, exit_on_input_error
 
 from . import stats
-from .ranking import RANKING_RULE, group_table, rank
 from .results import Experiment, load_experiment
-
-__all__ = ["RANKING_RULE", "Experiment", "InputError", "group_table", "load", "load_experiment", "load_history",
-           "main", "rank", "write_experiment", "write_report"]
 
 log = logging.getLogger(__name__)
 
 REPORT_DIR = "report"
 DEFAULT_TOP = 8
-
-
-def load(experiment_dir: str | Path) -> pd.DataFrame:
-    """One row per trial, ranked; see ``search.columns`` for the columns."""
-    return load_experiment(experiment_dir).trials
-
-
-def load_history(experiment_dir: str | Path) -> pd.DataFrame:
-    """One row per evaluation of every trial, with ``trial_id`` and ``label``; MISSING (-1) is NaN."""
-    return load_experiment(experiment_dir).history
 
 
 def coverage_table(history: pd.DataFrame) -> pd.DataFrame:
@@ -64,14 +37,16 @@ def coverage_table(history: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def write_report(experiment_dir: str | Path, top: int = DEFAULT_TOP) -> Path:
-    """Write ``report/`` in the experiment and return its path.
+def write_report(experiment_dir: str | Path, top: int = DEFAULT_TOP, metric: str | None = None,
+                 mode: str | None = None) -> Path:
+    """Write ``report/`` in the experiment and return its path; ``metric`` and ``mode`` re-rank it
+    (default: the space's, from search.json).
 
     Files: ``ranking.csv`` (every column), ``ranking.md``, ``groups.csv``, ``coverage.csv``,
     ``trials.parquet`` and ``history.parquet`` (CSV when parquet cannot be written), ``plots/*.png``
     and ``report.html`` (self-contained: the plots are embedded, and linked to their files).
     """
-    return write_experiment(load_experiment(experiment_dir), top=top)
+    return write_experiment(load_experiment(experiment_dir, metric, mode), top=top)
 
 
 def write_experiment(exp: Experiment, top: int = DEFAULT_TOP) -> Path:
@@ -133,25 +108,3 @@ def _write_table(frame: pd.DataFrame, path: Path) -> None:
 
 def _missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-# --- command line --------------------------------------------------------------------------------
-
-@exit_on_input_error
-def main(argv: list[str] | None = None) -> int:
-    from . import render
-
-    parser = OneLineParser(prog="python -m search.report", description=__doc__.splitlines()[0])
-    parser.add_argument("experiment_dir", type=Path, help="a directory written by search.run")
-    parser.add_argument("--top", type=int, default=DEFAULT_TOP, help="curricula drawn in the step plots")
-    args = parser.parse_args(argv)
-    if args.top < 1:
-        raise InputError("command line", "--top", f"must be >= 1, got {args.top}")
-    exp = load_experiment(args.experiment_dir)
-    out = write_experiment(exp, top=args.top)
-    sys.stdout.write(render.text(exp, exp.groups()) + f"\nreport: {out / 'report.html'}\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,60 +15,90 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from . import columns as C
-from .ranking import RANKING_RULE
 
 if TYPE_CHECKING:
     from .plots import Plot
     from .results import Experiment
 
 HEADERS = {
-    C.RANK: "rank", C.LABEL: "curriculum", C.STATUS_DETAIL: "status", C.FINAL_ACC: "final acc",
-    C.BEST_ACC: "best acc", C.EASY_ACC: "easy acc", C.PEPTIDE_RECALL: "peptide recall", C.NAN_COUNT: "NaNs",
-    C.SPIKE_COUNT: "spikes", C.STEPS_TO_90: "steps to 90%", C.FINAL_CE: "CE", C.FINAL_SPECTRUM: "spectrum loss",
-    C.FINAL_PRECURSOR: "precursor loss", C.GRAD_RATIO_AT_INTRO["spectrum"]: "spectrum grad ratio",
+    C.RANK: "rank", C.LABEL: "curriculum", C.STATUS_DETAIL: "status", C.NAN_COUNT: "NaNs",
+    C.SPIKE_COUNT: "spikes", C.STEPS_TO_90: "steps to 90%", C.GRAD_RATIO_AT_INTRO["spectrum"]: "spectrum grad ratio",
+    C.GRAD_RATIO_STD_AT_INTRO["spectrum"]: "spectrum grad ratio std",
     C.GRAD_COSINE_AT_INTRO["spectrum"]: "spectrum grad cos", C.GRAD_RATIO_AT_INTRO["precursor"]: "precursor grad ratio",
+    C.GRAD_RATIO_STD_AT_INTRO["precursor"]: "precursor grad ratio std",
     C.GRAD_COSINE_AT_INTRO["precursor"]: "precursor grad cos", C.STEPS: "steps", C.WALL_H: "wall h",
     C.DEVICE_H: "device h", C.FAMILY: "family", C.SEED: "seed", C.REPLICATE: "replicate",
     C.INTRO_AT["spectrum"]: "spectrum intro (measured)", C.INTRO_AT["precursor"]: "precursor intro (measured)",
-    C.GROUP: "curriculum", C.GROUP_SEEDS: "seeds", "mean": "mean acc", "std": "std", "ci_low": "95% CI low",
-    "ci_high": "95% CI high", C.GROUP_TRIALS: "trials", C.GROUP_STOPPED: "stopped or unfinished",
-    C.GROUP_FAILED: "diverged or errored",
+    C.FINGERPRINT: "val fingerprint", C.GROUP: "curriculum", C.GROUP_SEEDS: "seeds", "std": "std",
+    "ci_low": "95% CI low", "ci_high": "95% CI high", C.GROUP_TRIALS: "trials",
+    C.GROUP_STOPPED: "stopped or unfinished", C.GROUP_FAILED: "diverged or errored",
 }
-RANKING_COLUMNS = [C.RANK, C.LABEL, C.STATUS_DETAIL, C.FINAL_ACC, C.BEST_ACC, C.EASY_ACC, C.PEPTIDE_RECALL,
-                   C.NAN_COUNT, C.SPIKE_COUNT, C.STEPS_TO_90, C.FINAL_CE, C.FINAL_SPECTRUM, C.FINAL_PRECURSOR,
-                   C.GRAD_RATIO_AT_INTRO["spectrum"], C.GRAD_COSINE_AT_INTRO["spectrum"],
-                   C.GRAD_RATIO_AT_INTRO["precursor"], C.GRAD_COSINE_AT_INTRO["precursor"],
-                   C.STEPS, C.WALL_H, C.DEVICE_H]
-TERMINAL_COLUMNS = [C.RANK, C.LABEL, C.STATUS_DETAIL, C.FINAL_ACC, C.BEST_ACC, C.NAN_COUNT, C.SPIKE_COUNT,
-                    C.STEPS_TO_90, C.STEPS]
+GRADIENTS = [column for loss in ("spectrum", "precursor") for column in
+             (C.GRAD_RATIO_AT_INTRO[loss], C.GRAD_RATIO_STD_AT_INTRO[loss], C.GRAD_COSINE_AT_INTRO[loss])]
 GROUP_COLUMNS = [C.GROUP, C.FAMILY, C.GROUP_SEEDS, "mean", "std", "ci_low", "ci_high", C.GROUP_TRIALS,
                  C.GROUP_STOPPED, C.GROUP_FAILED, C.NAN_COUNT, C.SPIKE_COUNT]
-GROUP_NOTE = ("Curricula run with more than one seed. Mean, standard deviation and 95% confidence interval "
-              "(t distribution) of final val token accuracy over completed seeds; the best curriculum is "
-              "tested against each other with Welch's t-test (two-sided, 5% level).")
-PERCENT = {*C.FRACTIONS, "mean", "std", "ci_low", "ci_high"}
+GRADIENT_NOTE = ("Gradient strength at each loss's intro: ||w * grad(aux)|| / ||grad(CE)|| at the first evaluation "
+                 "after it comes in (std: its spread over that evaluation's batches), and the cosine between the two "
+                 "gradients. The seeds quote 0.16 (weak) for the spectrum loss at step 10K (40% accuracy) and 0.25 "
+                 "(moderate) at step 15K (55%).")
 INTEGER = {C.RANK, C.NAN_COUNT, C.SPIKE_COUNT, C.STEPS_TO_90, C.STEPS, C.SEED, C.REPLICATE, C.GROUP_SEEDS,
            C.GROUP_TRIALS, C.GROUP_STOPPED, C.GROUP_FAILED, *C.INTRO_AT.values()}
 
 
-def ranking_table(exp: Experiment, columns: Sequence[str] = RANKING_COLUMNS) -> pd.DataFrame:
+def ranking_columns(exp: Experiment) -> list[str]:
+    """The ranking metric first, the other accuracies as extra columns, health, losses, gradients, cost."""
+    accuracies = [c for c in C.ACCURACIES if c != exp.final]
+    losses = [c for c in (C.FINAL_CE, C.FINAL_SPECTRUM, C.FINAL_PRECURSOR) if c != exp.final]
+    return [C.RANK, C.LABEL, C.SEED, C.STATUS_DETAIL, exp.final, C.best(exp.metric), *accuracies, C.NAN_COUNT,
+            C.SPIKE_COUNT, C.STEPS_TO_90, *losses, *GRADIENTS, C.STEPS, C.WALL_H, C.DEVICE_H,
+            *_fingerprint_column(exp)]
+
+
+def terminal_columns(exp: Experiment) -> list[str]:
+    return [C.RANK, C.LABEL, C.SEED, C.STATUS_DETAIL, exp.final, C.best(exp.metric), C.NAN_COUNT, C.SPIKE_COUNT,
+            C.STEPS_TO_90, C.STEPS, *_fingerprint_column(exp)]
+
+
+def _fingerprint_column(exp: Experiment) -> list[str]:
+    return [C.FINGERPRINT] if len(exp.other_validation()) else []
+
+
+def group_note(exp: Experiment) -> str:
+    return (f"Curricula run with more than one seed. Mean, standard deviation and 95% confidence interval "
+            f"(t distribution) of final {exp.metric} over completed seeds; the best curriculum "
+            f"({'highest' if exp.mode == 'max' else 'lowest'} mean) is tested against each other with Welch's "
+            "t-test (two-sided, 5% level).")
+
+
+def ranking_table(exp: Experiment, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """The ranking as strings, with readable headers; columns that are empty for every trial are dropped."""
-    return _format(exp.trials, [c for c in columns if c in exp.trials and _shown(exp.trials[c], c)])
+    columns = ranking_columns(exp) if columns is None else columns
+    keep = (C.RANK, C.LABEL, C.STATUS_DETAIL, exp.final)
+    shown = [c for c in columns if c in exp.trials and (c in keep or exp.trials[c].notna().any())]
+    return _format(exp.trials, shown, _percent(exp))
 
 
 def parameter_table(exp: Experiment) -> pd.DataFrame:
     """Curriculum and searched parameters per trial: searched first, then the rest alphabetically."""
     t = exp.trials
-    dotted = [c for c in t.columns if "." in c and t[c].notna().any()]
+    dotted = [c for c in t.columns if "." in c and not c.startswith(("final ", "best ")) and t[c].notna().any()]
     ordered = [c for c in exp.searched if c in dotted] + sorted(c for c in dotted if c not in exp.searched)
     lead = [c for c in (C.RANK, C.LABEL, C.FAMILY, C.SEED, C.REPLICATE) if c in t and t[c].notna().any()]
     measured = [c for c in C.INTRO_AT.values() if c in t and t[c].notna().any()]
-    table = _format(t, lead + ordered + measured)
+    table = _format(t, lead + ordered + measured, _percent(exp))
     return table.rename(columns={c: f"{c} (searched)" for c in exp.searched if c in table.columns})
 
 
-def group_table(groups: pd.DataFrame) -> pd.DataFrame:
-    return _format(groups, [c for c in GROUP_COLUMNS if c in groups])
+def group_table(exp: Experiment, groups: pd.DataFrame) -> pd.DataFrame:
+    headers = {"mean": f"mean {exp.metric}"}
+    return _format(groups, [c for c in GROUP_COLUMNS if c in groups], _percent(exp), headers)
+
+
+def value_text(exp: Experiment, value: object) -> str:
+    """A value of the ranking metric for people: a percentage for fractions; empty when missing."""
+    if _missing(value):
+        return ""
+    return _pct(value) if C.is_fraction(exp.metric) else f"{float(value):.4g}"
 
 
 def coverage_display(coverage: pd.DataFrame) -> pd.DataFrame:
@@ -104,40 +134,77 @@ def sentences(exp: Experiment) -> list[str]:
     return found or ["Too few completed curricula to compare."]
 
 
+def validation_note(exp: Experiment) -> str:
+    """One line when some trials were validated on other data than the rest; empty when all agree."""
+    other = exp.other_validation()
+    if not len(other):
+        return ""
+    known = other[C.FINGERPRINT].map(lambda f: isinstance(f, str) and bool(f))
+    parts = [f"{int(known.sum())} with another validation fingerprint"] if known.any() else []
+    parts += [f"{int((~known).sum())} with none recorded"] if (~known).any() else []
+    main = exp.ranked_together()[C.FINGERPRINT].iloc[0] if len(exp.ranked_together()) else ""
+    return (f"Not one exam: {len(other)} of {len(exp.trials)} trials were validated on other data than the rest "
+            f"({' and '.join(parts)}; the main fingerprint is {_short_fingerprint(main)}), so they are ranked "
+            f"below the others and left out of the groups and tests.")
+
+
 def verdict(exp: Experiment) -> str:
     """One paragraph that answers the seeds' question as far as this experiment can."""
+    note = validation_note(exp)
     done = exp.completed()
     if done.empty:
-        return "No trial has completed yet: the ranking below is provisional."
+        return " ".join(p for p in ("No trial has completed yet: the ranking below is provisional.", note) if p)
     best = done.iloc[0]
     s90 = best[C.STEPS_TO_90]
     reached = f", 90% at step {int(s90)}" if isinstance(s90, float) and math.isfinite(s90) else ", never 90%"
-    parts = [f"Best completed trial: {best[C.LABEL]} at {_pct(best[C.FINAL_ACC])} final val token accuracy"
-             f"{reached}, {int(best[C.NAN_COUNT] or 0)} NaN steps, {int(best[C.SPIKE_COUNT] or 0)} spikes."]
+    value = value_text(exp, best[exp.final])
+    at = f"at {value} final {exp.metric}" if value else f"with no final {exp.metric} (never reported)"
+    parts = [f"Best completed trial: {best[C.LABEL]} {at}{reached}, {int(best[C.NAN_COUNT] or 0)} NaN steps, "
+             f"{int(best[C.SPIKE_COUNT] or 0)} spikes."]
     if exp.replicated:
         parts += sentences(exp)
     else:
-        spread = 100 * (done[C.FINAL_ACC].max() - done[C.FINAL_ACC].min())
+        values = pd.to_numeric(done[exp.final], errors="coerce").dropna()
+        spread = values.max() - values.min() if len(values) else math.nan
+        span = f"{100 * spread:.1f} points" if C.is_fraction(exp.metric) else f"{spread:.3g}"
         parts.append(f"Every configuration ran with one seed, so no difference can be tested; the {len(done)} "
-                     f"completed trials span {spread:.1f} points. Replicate the leaders over several seeds "
-                     "(as spaces/ab_seed_curricula.yaml does) to tell whether their differences are real.")
-    return " ".join(parts)
+                     f"completed trials span {span} of final {exp.metric}. Replicate the leaders over several "
+                     "seeds (as spaces/ab_seed_curricula.yaml does) to tell whether their differences are real.")
+    return " ".join(parts + ([note] if note else []))
+
+
+def top(exp: Experiment, n: int = 5) -> str:
+    """The head of the ranking for the terminal at the end of a search: the same trials, in the same
+    order, as ``ranking.md``."""
+    t = exp.trials
+    lines = [f"top {min(n, len(t))} of {len(t)} by {exp.metric} ({exp.mode}):"]
+    for _, row in t.head(n).iterrows():
+        seed = "" if _missing(row.get(C.SEED)) else f"  seed {int(row[C.SEED])}"
+        lines.append(f"  {int(row[C.RANK])}. {value_text(exp, row[exp.final]):>7}  {row[C.LABEL]}{seed}  "
+                     f"[{row[C.STATUS_DETAIL]}]  {row[C.TRIAL_ID]}")
+    note = validation_note(exp)
+    return "\n".join(lines + ([note] if note else []))
 
 
 def text(exp: Experiment, groups: pd.DataFrame) -> str:
     """What the command line prints: headline, ranking, rule, and groups and tests when replicated."""
-    parts = [headline(exp), "", _plain(ranking_table(exp, TERMINAL_COLUMNS)), "", RANKING_RULE, "",
-             verdict(exp)]
+    note = validation_note(exp)
+    parts = [headline(exp), "", _plain(ranking_table(exp, terminal_columns(exp))), *([note] if note else []), "",
+             exp.rule, "", verdict(exp)]
     if exp.replicated:
-        parts += ["", GROUP_NOTE, _plain(group_table(groups)), *sentences(exp)]
+        parts += ["", group_note(exp), _plain(group_table(exp, groups)), *sentences(exp)]
     return "\n".join(parts) + "\n"
 
 
 def markdown(exp: Experiment, groups: pd.DataFrame, coverage: pd.DataFrame) -> str:
-    parts = [f"# {headline(exp)}", "", f"**{verdict(exp)}**", "", "## Ranking", "", _md(ranking_table(exp)), "",
-             RANKING_RULE]
+    note = validation_note(exp)
+    ranking = ranking_table(exp)
+    parts = [f"# {headline(exp)}", "", f"**{verdict(exp)}**", "", "## Ranking", "", _md(ranking), "",
+             *([note, ""] if note else []), exp.rule]
+    if any(HEADERS[c] in ranking.columns for c in GRADIENTS):
+        parts += ["", GRADIENT_NOTE]
     if exp.replicated:
-        parts += ["", "## Curricula over seeds", "", GROUP_NOTE, "", _md(group_table(groups)), "",
+        parts += ["", "## Curricula over seeds", "", group_note(exp), "", _md(group_table(exp, groups)), "",
                   *[f"- {s}" for s in sentences(exp)]]
     parts += ["", "## Curriculum parameters", "", _md(parameter_table(exp))]
     if not coverage.empty:
@@ -148,13 +215,18 @@ def markdown(exp: Experiment, groups: pd.DataFrame, coverage: pd.DataFrame) -> s
 def html(exp: Experiment, groups: pd.DataFrame, coverage: pd.DataFrame, plots: Sequence[Plot]) -> str:
     """One page, no server needed: tables, and every plot embedded as a data URI and linked to its file."""
     esc = html_lib.escape
+    note = validation_note(exp)
+    ranking = ranking_table(exp)
     body = [f"<h1>Curriculum search report: {esc(str(exp.meta.get('name') or exp.path.name))}</h1>",
             f"<p class='meta'>{esc(headline(exp))}</p>", _meta_list(exp),
             f"<p class='verdict'>{esc(verdict(exp))}</p>",
-            "<h2>Ranking</h2>", _html_table(ranking_table(exp)), f"<p class='rule'>{esc(RANKING_RULE)}</p>"]
+            "<h2>Ranking</h2>", _html_table(ranking), *([f"<p class='verdict'>{esc(note)}</p>"] if note else []),
+            f"<p class='rule'>{esc(exp.rule)}</p>"]
+    if any(HEADERS[c] in ranking.columns for c in GRADIENTS):
+        body.append(f"<p class='rule'>{esc(GRADIENT_NOTE)}</p>")
     if exp.replicated:
-        body += ["<h2>Curricula over seeds</h2>", f"<p class='rule'>{esc(GROUP_NOTE)}</p>",
-                 _html_table(group_table(groups)),
+        body += ["<h2>Curricula over seeds</h2>", f"<p class='rule'>{esc(group_note(exp))}</p>",
+                 _html_table(group_table(exp, groups)),
                  "<ul class='tests'>" + "".join(f"<li>{esc(s)}</li>" for s in sentences(exp)) + "</ul>"]
     for plot in plots:
         data = base64.b64encode(plot.path.read_bytes()).decode("ascii")
@@ -198,25 +270,40 @@ pre {{ white-space: pre-wrap; font-size: 0.8em; }}
 
 
 def _meta_list(exp: Experiment) -> str:
-    keys = ["space_file", "metric", "mode", "scheduler", "max_t", "grace_period", "reduction_factor",
-            "replicates", "resources", "searched", "started", "finished"]
-    items = [f"<b>{k}</b>: {html_lib.escape(str(exp.meta[k]))}" for k in keys if exp.meta.get(k) not in (None, "")]
-    return "<p class='meta'>" + " &middot; ".join(items) + "</p>" if items else ""
+    keys = ["space_file", "scheduler", "max_t", "grace_period", "reduction_factor", "replicates", "resources",
+            "searched", "validation", "started", "finished"]
+    items = [f"<b>ranked by</b>: {html_lib.escape(exp.metric)} ({exp.mode})"]
+    items += [f"<b>{k}</b>: {html_lib.escape(str(exp.meta[k]))}" for k in keys if exp.meta.get(k) not in (None, "")]
+    return "<p class='meta'>" + " &middot; ".join(items) + "</p>"
 
 
-def _format(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+def _percent(exp: Experiment) -> set[str]:
+    """Columns shown as percentages: final and best values of fractions, and the groups' statistics of one."""
+    fractions = {c for c in exp.trials.columns if c.startswith(("final ", "best ")) and C.is_fraction(c.split(" ", 1)[1])}
+    return fractions | ({"mean", "std", "ci_low", "ci_high"} if C.is_fraction(exp.metric) else set())
+
+
+def _format(frame: pd.DataFrame, columns: Sequence[str], percent: set[str],
+            headers: dict[str, str] | None = None) -> pd.DataFrame:
+    headers = {**HEADERS, **(headers or {})}
     out = pd.DataFrame(index=frame.index)
     for column in columns:
-        out[HEADERS.get(column, column)] = frame[column].map(_formatter(column))
+        out[headers.get(column, column)] = frame[column].map(_formatter(column, percent))
     return out.reset_index(drop=True)
 
 
-def _formatter(column: str) -> Callable[[object], str]:
-    if column in PERCENT:
+def _formatter(column: str, percent: set[str]) -> Callable[[object], str]:
+    if column in percent:
         return _pct
     if column in INTEGER:
         return lambda v: "" if _missing(v) else f"{int(round(float(v)))}"
+    if column == C.FINGERPRINT:
+        return _short_fingerprint
     return _general
+
+
+def _short_fingerprint(v: object) -> str:
+    return str(v)[:10] if isinstance(v, str) and v else "unknown"
 
 
 def _pct(v: object) -> str:
@@ -235,10 +322,6 @@ def _general(v: object) -> str:
 
 def _missing(v: object) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA
-
-
-def _shown(values: pd.Series, column: str) -> bool:
-    return column in (C.RANK, C.LABEL, C.STATUS_DETAIL, C.FINAL_ACC) or values.notna().any()
 
 
 def _plain(table: pd.DataFrame) -> str:

@@ -25,7 +25,7 @@ from model.errors import InputError
 
 from . import columns as C
 from . import stats
-from .ranking import group_table, rank
+from .ranking import group_table, rank, ranking_rule
 
 log = logging.getLogger(__name__)
 
@@ -42,33 +42,80 @@ class Experiment:
     trials: pd.DataFrame  # one row per trial, ranked (``rank`` 1 is the best)
     history: pd.DataFrame  # one row per evaluation of every trial
     searched: list[str] = field(default_factory=list)
+    metric: str = C.DEFAULT_METRIC  # what the ranking, groups, tests, verdict and plots judge by
+    mode: str = "max"
+
+    @property
+    def final(self) -> str:
+        """The column of the ranking metric's final value."""
+        return C.final(self.metric)
+
+    @property
+    def rule(self) -> str:
+        return ranking_rule(self.metric, self.mode)
 
     @property
     def replicated(self) -> bool:
-        """Whether some curriculum was run with more than one seed."""
+        """Whether some curriculum was run with more than one seed (on the main validation data)."""
         return bool(self.replicated_labels())
 
+    def ranked_together(self) -> pd.DataFrame:
+        """The trials judged on the experiment's main validation data (all, where none differ)."""
+        if C.SAME_VALIDATION not in self.trials:
+            return self.trials
+        return self.trials[self.trials[C.SAME_VALIDATION].astype(bool)]
+
     def replicated_labels(self) -> list[str]:
-        """Curriculum labels with more than one trial, in rank order."""
-        if not len(self.trials):
+        """Curriculum labels with more than one trial ranked together, in rank order."""
+        together = self.ranked_together()
+        if not len(together):
             return []
-        counts = self.trials[C.LABEL].value_counts()
-        return [label for label in dict.fromkeys(self.trials[C.LABEL]) if counts[label] > 1]
+        counts = together[C.LABEL].value_counts()
+        return [label for label in dict.fromkeys(together[C.LABEL]) if counts[label] > 1]
 
     def completed(self) -> pd.DataFrame:
-        return self.trials[self.trials[C.STATUS] == C.FINISHED_OK]
+        """Completed trials ranked together, best first."""
+        together = self.ranked_together()
+        return together[together[C.STATUS] == C.FINISHED_OK]
+
+    def other_validation(self) -> pd.DataFrame:
+        """Trials validated on other data than the main one (another fingerprint, or none recorded)."""
+        return self.trials.drop(self.ranked_together().index)
 
     def groups(self) -> pd.DataFrame:
-        """Per replicated curriculum: seeds, mean, std and 95% CI of final accuracy over completed trials."""
-        return group_table(self.trials[self.trials[C.LABEL].isin(self.replicated_labels())])
+        """Per replicated curriculum: seeds, mean, std and 95% CI of the final metric over completed trials."""
+        together = self.ranked_together()
+        return group_table(together[together[C.LABEL].isin(self.replicated_labels())], self.metric, self.mode)
 
     def comparisons(self) -> list[stats.Comparison]:
         """The best replicated curriculum against each other (Welch's t-test on completed seeds)."""
         done = self.completed()
-        return stats.compare_groups(done[done[C.LABEL].isin(self.replicated_labels())], C.FINAL_ACC, C.LABEL)
+        scale = 100.0 if C.is_fraction(self.metric) else 1.0
+        return stats.compare_groups(done[done[C.LABEL].isin(self.replicated_labels())], self.final, C.LABEL,
+                                    mode=self.mode, scale=scale)
+
+    def metrics(self) -> list[str]:
+        """The numeric metrics this experiment's trials reported (``model.names``' and any others)."""
+        return sorted(c for c in self.history.columns if "/" in c and not c.startswith("search/")
+                      and pd.to_numeric(self.history[c], errors="coerce").notna().any())
 
 
-def load_experiment(experiment_dir: str | Path) -> Experiment:
+def load(experiment_dir: str | Path, metric: str | None = None, mode: str | None = None) -> pd.DataFrame:
+    """One row per trial, ranked; see ``search.report.columns`` for the columns."""
+    return load_experiment(experiment_dir, metric, mode).trials
+
+
+def load_history(experiment_dir: str | Path) -> pd.DataFrame:
+    """One row per evaluation of every trial, with ``trial_id`` and ``label``; MISSING (-1) is NaN."""
+    return load_experiment(experiment_dir).history
+
+
+def load_experiment(experiment_dir: str | Path, metric: str | None = None, mode: str | None = None) -> Experiment:
+    """Read an experiment; rank by ``metric`` and ``mode`` (default: search.json's, else residue accuracy).
+
+    A ``metric`` that the experiment never reported raises ``InputError`` listing those it has; a
+    ``mode`` left out is search.json's for its own metric, else ``columns.default_mode``.
+    """
     path = Path(experiment_dir)
     if not path.is_dir():
         raise InputError(path, "experiment_dir", "no such directory; give an experiment directory of search.run")
@@ -78,32 +125,43 @@ def load_experiment(experiment_dir: str | Path) -> Experiment:
         raise InputError(path, "search.json", "not an experiment directory: no search.json and no trial "
                                               "directories (with params.json) inside")
     meta = _read_json(meta_file) if meta_file.is_file() else {}
+    if mode is not None and mode not in ("max", "min"):
+        raise InputError(path, "--mode", f"must be max or min, got {mode!r}")
+    asked = metric is not None
+    metric = metric or str(meta.get("metric") or C.DEFAULT_METRIC)
+    if mode is None:
+        mode = str(meta.get("mode", "max")) if metric == meta.get("metric") else C.default_mode(metric)
     entries = _read_json(path / "trials.json") if (path / "trials.json").is_file() else {}
     by_dir = {Path(str(e.get("trial_dir", ""))).name: (tid, e) for tid, e in entries.items() if isinstance(e, dict)}
     rows, histories, seen = [], [], set()
     for trial_dir in trial_dirs:
         tid, entry = by_dir.get(trial_dir.name, (None, None))
-        row, history = _read_trial(trial_dir, tid, entry, meta)
+        row, history = _read_trial(trial_dir, tid, entry, meta, metric, mode)
         seen.add(row[C.TRIAL_ID])
         rows.append(row)
         histories.append(history)
     for tid, entry in entries.items():  # known to trials.json but no directory yet (pending) or lost
         if tid not in seen and isinstance(entry, dict):
-            row, _ = _read_trial(None, tid, entry, meta)
+            row, _ = _read_trial(None, tid, entry, meta, metric, mode)
             rows.append(row)
-    if not rows:  # nothing has started: the columns of a trial that has no results, and no rows
-        template, _ = _read_trial(None, "?", {}, meta)
-        trials = rank(pd.DataFrame([template])).iloc[:0]
-    else:
-        trials = rank(pd.DataFrame(rows))
     history = pd.concat([h for h in histories if len(h)], ignore_index=True) if any(len(h) for h in histories) \
         else pd.DataFrame(columns=[C.TRIAL_ID, C.LABEL, names.STEP])
     searched = [str(k) for k in meta.get("searched", []) or []]
-    return Experiment(path, meta, trials, history, searched)
+    exp = Experiment(path, meta, pd.DataFrame(), history, searched, metric, mode)
+    known = exp.metrics() if len(history) else list(C.NAMED_METRICS)  # no results yet: any trainer metric
+    if asked and metric not in known:
+        raise InputError(path, "--metric", f"{metric!r} is not a metric of this experiment; it has: "
+                                           f"{', '.join(known)}")
+    if not rows:  # nothing has started: the columns of a trial that has no results, and no rows
+        template, _ = _read_trial(None, "?", {}, meta, metric, mode)
+        exp.trials = rank(pd.DataFrame([template]), metric, mode).iloc[:0]
+    else:
+        exp.trials = rank(pd.DataFrame(rows), metric, mode)
+    return exp
 
 
-def _read_trial(trial_dir: Path | None, tid: str | None, entry: dict | None,
-                meta: dict) -> tuple[dict[str, Any], pd.DataFrame]:
+def _read_trial(trial_dir: Path | None, tid: str | None, entry: dict | None, meta: dict, metric: str,
+                mode: str) -> tuple[dict[str, Any], pd.DataFrame]:
     config: dict[str, Any] = {}
     if trial_dir is not None:
         try:
@@ -121,7 +179,8 @@ def _read_trial(trial_dir: Path | None, tid: str | None, entry: dict | None,
         C.TRIAL_DIR: trial_dir.name if trial_dir else entry.get("trial_dir"),
     }
     row.update(_parameters(config, trial_dir))
-    row.update(_metrics(history))
+    row.update(_metrics(history, metric, mode))
+    row[C.FINGERPRINT] = _fingerprint(results, trial_dir)
     row.update(_intros(history, row))
     status, stopped_at = _status(entry, results, meta, trial_dir)
     last_step = row[C.STEPS]
@@ -196,18 +255,40 @@ def _parameters(config: dict, trial_dir: Path | None) -> dict[str, Any]:
     return out
 
 
-def _metrics(h: pd.DataFrame) -> dict[str, Any]:
-    acc = h[names.VAL_ACCURACY] if names.VAL_ACCURACY in h else pd.Series(dtype=float)
-    best = acc.max() if acc.notna().any() else _last(h, names.BEST_VAL_ACCURACY)
-    return {
-        C.FINAL_ACC: _last(h, names.VAL_ACCURACY), C.BEST_ACC: best,
-        C.EASY_ACC: _last(h, names.VAL_EASY_ACCURACY), C.PEPTIDE_RECALL: _last(h, names.VAL_PEPTIDE_RECALL),
+# The trainer's own running best, where the history lacks the metric itself (an older result file).
+BEST_REPORTED = {names.VAL_ACCURACY: names.BEST_VAL_ACCURACY, names.VAL_RESIDUE_ACCURACY: names.BEST_VAL_RESIDUE_ACCURACY}
+
+
+def _metrics(h: pd.DataFrame, metric: str, mode: str) -> dict[str, Any]:
+    out: dict[str, Any] = {C.final(m): _last(h, m) for m in dict.fromkeys((metric, *C.FINAL_METRICS))}
+    values = pd.to_numeric(h[metric], errors="coerce") if metric in h else pd.Series(dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values):
+        best = values.max() if mode == "max" else values.min()
+    else:
+        best = _last(h, BEST_REPORTED[metric]) if metric in BEST_REPORTED else math.nan
+    out[C.best(metric)] = float(best)
+    out.update({
         C.NAN_COUNT: _last(h, names.NAN_COUNT), C.SPIKE_COUNT: _last(h, names.SPIKE_COUNT),
-        C.STEPS_TO_90: _last(h, names.STEPS_TO_90), C.FINAL_CE: _last(h, names.VAL_CE),
-        C.FINAL_SPECTRUM: _last(h, names.VAL_SPECTRUM), C.FINAL_PRECURSOR: _last(h, names.VAL_PRECURSOR),
-        C.FINAL_COVERAGE: _last(h, names.VAL_COVERAGE),
-        C.STEPS: _last(h, names.STEP), C.EVALUATIONS: len(h),
-    }
+        C.STEPS_TO_90: _last(h, names.STEPS_TO_90), C.STEPS: _last(h, names.STEP), C.EVALUATIONS: len(h),
+    })
+    return out
+
+
+def _fingerprint(results: list[dict[str, Any]], trial_dir: Path | None) -> str | None:
+    """The trial's validation fingerprint: its last reported one, else summary.json's; None when unknown."""
+    for row in reversed(results):
+        value = row.get(names.VAL_FINGERPRINT)
+        if isinstance(value, str) and value:
+            return value
+    summary = trial_dir / "summary.json" if trial_dir is not None else None
+    if summary is not None and summary.is_file():
+        try:
+            value = json.loads(summary.read_text()).get(names.VAL_FINGERPRINT)
+        except (json.JSONDecodeError, AttributeError, OSError):
+            return None
+        return value if isinstance(value, str) and value else None
+    return None
 
 
 def _intros(h: pd.DataFrame, row: dict) -> dict[str, Any]:
@@ -228,11 +309,14 @@ def _intros(h: pd.DataFrame, row: dict) -> dict[str, Any]:
             at = math.nan
         out[C.INTRO_AT[loss]] = at
         ratio_name, cosine_name = names.GRAD_NAMES[loss]
-        ratio = cosine = math.nan
+        std_name = f"{ratio_name}_std"  # the ratio's spread over the evaluation's batches, where reported
+        ratio = cosine = std = math.nan
         if ratio_name in h and h[ratio_name].notna().any():
             first = h[h[ratio_name].notna()].iloc[0]
             ratio, cosine = float(first[ratio_name]), float(first.get(cosine_name, math.nan))
+            std = float(first.get(std_name, math.nan))
         out[C.GRAD_RATIO_AT_INTRO[loss]] = ratio
+        out[C.GRAD_RATIO_STD_AT_INTRO[loss]] = std
         out[C.GRAD_COSINE_AT_INTRO[loss]] = cosine
     return out
 
