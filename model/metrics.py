@@ -9,7 +9,9 @@ one flag, at position ``max(i_pred, i_true)`` of a list as long as the longer se
 flag is then set, the same walk runs again from both C-termini, down to the first unset flag (the same
 index in both sequences), and overwrites the flags of the pairs it finds. The matched residues are the
 set flags; a whole peptide matches when all flags are set (in practice: same length, every pair
-correct). Comparing by mass makes I and L equal (and K and Q, 0.036 Da apart, equal too).
+correct). Comparing by mass makes I and L equal (and K and Q, 0.036 Da apart, equal too). Flags kept
+per predicted residue instead (this module's earlier walk) change the count on about 0.2% of pairs (13 of
+5,000 and 37 of 20,000 of the oracle test's random pairs; AA precision off by 1e-4).
 
 Where this differs from Casanovo on purpose: an N-terminal acetyl is folded into the first residue's
 mass and is not counted as a residue (Casanovo counts ``[Acetyl]-`` as one), and peptides are parsed
@@ -95,7 +97,7 @@ def aa_match(pred: str | Sequence[str] | None, true: str | Sequence[str]) -> tup
 class MatchCounts:
     """Counts behind the de novo metrics; add them up over batches, then call ``metrics()``."""
 
-    matched: int = 0  # correct predicted residues
+    matched: int = 0  # matched residues (set flags)
     predicted: int = 0  # predicted residues (no prediction: 0)
     true: int = 0  # true residues
     peptides_matched: int = 0  # spectra whose whole peptide matches
