@@ -164,8 +164,10 @@ def build_tuner(space: Space, name: str, storage: str, exp_dir: Path, *, resume:
 
 def init_ray(space: Space) -> None:
     address = os.environ.get("RAY_ADDRESS")
-    if address and (Path.home() / ".ray" / "auth_token").is_file():
-        # A head node started once a token exists uses token auth; its clients must too (DESIGN 5).
+    if not address or (Path.home() / ".ray" / "auth_token").is_file():
+        # Said before Ray loads, which reads it once. An embedded local Ray left to choose turns token auth
+        # on itself and warns on every run; a head node started once a token exists uses token auth, and
+        # its clients must too (DESIGN 5).
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
 

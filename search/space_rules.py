@@ -3,7 +3,8 @@
 ``validate_space`` fills what a space may leave out (max_t, grace period, num_samples of a grid) and
 raises ``InputError`` naming the space file and key for anything impossible: unknown metrics, trainer
 overrides the preset rejects, intro steps at or beyond the last step, negative weights, constraints
-that can never hold, unknown curricula, a grace period above max_t, GPU fractions above one.
+that can never hold, unknown curricula, a grace period above max_t, GPU fractions above one, and
+searched schedule keys that cannot change what the trainer does (``_check_keys_take_effect``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 from typing import Any
 
 from model.config import load_config
-from model.curriculum import load_curriculum
+from model.curriculum import AUX_LOSSES, LossSchedule, load_curriculum
 from model.errors import InputError
 
 from .distributions import Distribution
@@ -148,6 +149,7 @@ def validate_space(space: Space) -> Space:
          f"{sc.grace_period} is above max_t ({sc.max_t}): no trial could ever be judged")
     need(sc.brackets >= 1, "scheduler.brackets", f"must be >= 1, got {sc.brackets}")
     need(sc.settle_steps >= 0, "scheduler.settle_steps", f"must be >= 0, got {sc.settle_steps}")
+    _check_keys_take_effect(space)
 
     # Resources, failures, W&B.
     r = space.resources
@@ -161,6 +163,55 @@ def validate_space(space: Space) -> Space:
          f"must be offline, online or disabled, got {space.wandb.mode!r}")
     need(bool(space.wandb.project), "wandb.project", "must not be empty")
     return space
+
+
+def _check_keys_take_effect(space: Space) -> None:
+    """Refuse a searched schedule key that no value in its range could make matter (``LossSchedule.weight``).
+
+    Per auxiliary loss with a searched key: the weight is 0 before the intro, ``final_weight`` from the
+    intro on when ``ramp_steps`` is 0, else a ramp from ``start_weight`` to ``final_weight``. So a searched
+    start weight needs a ramp, a searched ramp needs two different weights, any searched key needs a
+    loss that can be on, and the intro must come before the last step a trial trains (``scheduler.max_t``).
+    """
+    for loss in AUX_LOSSES:
+        searched = [k.split(".", 1)[1] for k in space.params if k.startswith(f"{loss}.")]
+        if searched:
+            _check_loss_takes_effect(space, loss, searched)
+
+
+def _check_loss_takes_effect(space: Space, loss: str, searched: list[str]) -> None:
+    fixed = space.curriculum.get(loss) or {}
+
+    def extent(attr: str) -> tuple[Any, Any]:
+        """(low, high) of a schedule value: its searched range, or its fixed (or default) value twice."""
+        if attr in searched:
+            return space.params[f"{loss}.{attr}"].extent()
+        value = fixed.get(attr, getattr(LossSchedule(), attr))
+        return value, value
+
+    def refuse(attr: str, message: str) -> None:
+        raise InputError(space.file, f"search.{loss}.{attr}", f"cannot change training: {message}")
+
+    ramp, start, final = extent("ramp_steps"), extent("start_weight"), extent("final_weight")
+    never_on = final[1] <= 0 and (ramp[1] <= 0 or start[1] <= 0)
+    if "start_weight" in searched and ramp[1] <= 0:
+        refuse("start_weight", f"{loss}.ramp_steps is 0 (fixed), so the weight is final_weight ({final[0]:g}) "
+                               "from the intro on" + (": the loss is never on" if never_on else ""))
+    weights_fixed = not {"start_weight", "final_weight"} & set(searched)
+    if "ramp_steps" in searched and weights_fixed and start[0] == final[0]:
+        refuse("ramp_steps", f"{loss}.start_weight and final_weight are both {start[0]:g} (fixed): nothing to "
+                             "ramp" + (", and the loss is never on" if never_on else ""))
+    if never_on:
+        refuse(searched[0], f"the {loss} loss is never on: final_weight is 0 and "
+                            + ("ramp_steps is 0" if ramp[1] <= 0 else "start_weight is 0"))
+    if "intro_accuracy" in searched:
+        return
+    low, high = extent("intro_step")
+    max_t = space.scheduler.max_t
+    if high is not None and high >= max_t:
+        key = f"search.{loss}.intro_step.high" if "intro_step" in searched else f"curriculum.{loss}.intro_step"
+        raise InputError(space.file, key, f"{high:g} is not before scheduler.max_t ({max_t}), the last step a "
+                                          f"trial trains: the searched {loss} keys would never take effect")
 
 
 def _load_trainer(space: Space, overrides: dict[str, Any], where: str):

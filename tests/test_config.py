@@ -6,6 +6,7 @@ Every shipped YAML is globbed, so a new preset or curriculum is covered without 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import shlex
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from model.config import CONFIG_DIR, TrainConfig, load_config
+from model.config import CONFIG_DIR, TrainConfig, load_config, to_dict
 from model.curriculum import CURRICULUM_DIR, curriculum_from_dict, load_curriculum
 from model.errors import InputError
 from model.train import build_run, main, parse_args
@@ -41,14 +42,19 @@ def _dotted_fields(cls: type, prefix: str = "") -> set[str]:
     return out
 
 
-def _dotted_keys(data: dict, prefix: str = "") -> set[str]:
-    out = set()
+def _dotted_items(data: dict, prefix: str = "") -> dict[str, object]:
+    """Every leaf of a nested mapping by its dotted key (``{"optim.lr": 0.001, ...}``)."""
+    out: dict[str, object] = {}
     for key, value in data.items():
         if isinstance(value, dict):
-            out |= _dotted_keys(value, f"{prefix}{key}.")
+            out.update(_dotted_items(value, f"{prefix}{key}."))
         else:
-            out.add(f"{prefix}{key}")
+            out[f"{prefix}{key}"] = value
     return out
+
+
+def _dotted_keys(data: dict, prefix: str = "") -> set[str]:
+    return set(_dotted_items(data, prefix))
 
 
 def _write_tiny_with(tmp_path: Path, dotted: str, value, name: str = "bad.yaml") -> Path:
@@ -83,9 +89,16 @@ def test_the_shipped_files_are_found() -> None:
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
-def test_shipped_config_loads_and_validates(path: Path) -> None:
+def test_shipped_config_loads_every_value_as_written(path: Path, tmp_path: Path) -> None:
+    """Each value of the preset's YAML lands at its key (not a default), and the config round-trips."""
     cfg = load_config(path)
-    assert isinstance(cfg, TrainConfig)
+    for dotted, value in _dotted_items(yaml.safe_load(path.read_text())).items():
+        got = functools.reduce(getattr, dotted.split("."), cfg)
+        assert got == (float(value) if isinstance(got, float) else value), dotted
+    assert cfg != TrainConfig()  # the comparison above could not tell a preset from the defaults otherwise
+    written = tmp_path / "written.yaml"
+    written.write_text(yaml.safe_dump(to_dict(cfg)))
+    assert load_config(written) == cfg
     assert load_config(path.stem) == cfg  # the preset name resolves to the same file
     if cfg.curriculum:
         load_curriculum(cfg.curriculum).validate_steps(cfg.optim.max_steps, path)

@@ -1,4 +1,7 @@
-"""De novo metrics (DESIGN section 3 test vector, I=L, modifications, misses) and hard spectrum coverage."""
+"""De novo metrics (DESIGN section 3 test vector, I=L, tolerances, modifications, misses) and hard spectrum coverage.
+
+The pairs matched here by hand are matched by Casanovo itself in tests/test_casanovo_oracle.py (HAND_PAIRS).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from model.metrics import (
     aa_match,
     aa_match_counts,
     aa_match_metrics,
+    match_masses,
     residue_masses,
     spectrum_coverage,
     theoretical_ions,
@@ -38,13 +42,15 @@ def test_design_test_vector_exact() -> None:
     [
         ("SPEIK", [True] * 5, True),  # I = L
         ("SPELQ", [True] * 5, True),  # Q and K are 0.036 Da apart: within 0.1 Da
-        ("SPEK", [True, True, True, True], False),  # the C-terminal K found by the suffix walk; one L short
+        ("SPEK", [True, True, True, False, True], False),  # K/K from the C-terminus is flagged at true's index 4
         ("SPEKL", [True, True, True, False, False], False),  # swapped pair: aligned, wrong residues
         ("SPAEKL", [True, True, False, True, False, False], False),  # E found again from the C-terminus
         ("PSEKL", [False, False, True, False, False], False),
+        ("ASPEKL", [False, True, True, True, False, False], False),  # shifted by one: flags at pred's index
     ],
 )
-def test_per_residue_flags(pred: str, flags: list[bool], whole: bool) -> None:
+def test_per_position_flags(pred: str, flags: list[bool], whole: bool) -> None:
+    """One flag per position of the longer peptide; a pair (i_pred, i_true) sets flag max(i_pred, i_true)."""
     assert aa_match(pred, "SPELK") == (flags, whole)
 
 
@@ -60,9 +66,50 @@ def test_prefix_walk_realigns_after_a_swap() -> None:
     assert aa_match("WSNPFHR", "SWNPFHK") == ([False, False, True, True, True, True, False], False)
 
 
-def test_suffix_walk_verdict_stands_where_it_aligns() -> None:
-    # From the C-terminus, pred ...FH and true ...HF have the same suffix mass: F is aligned with H.
-    assert aa_match("SWNPFH", "WSNPFHF") == ([False, False, True, True, False, True], False)
+def test_suffix_walk_overwrites_the_prefix_verdict() -> None:
+    # The prefix walk pairs H with H (flag 5); from the C-terminus pred ...FH and true ...HF have the same
+    # suffix mass, pred's F is paired with true's H and writes False over flag 5 (Casanovo does the same).
+    assert aa_match("SWNPFH", "WSNPFHF") == ([False, False, True, True, True, False, False], False)
+
+
+def test_residue_tolerance_is_0_1_da_at_n_and_q() -> None:
+    """Aligned residues match when their masses are within 0.1 Da, not 0.1 Da or more."""
+    for residue in ("N", "D", "Q", "E"):
+        (m,) = residue_masses(residue)
+        for delta, hit in ((0.0, True), (0.0999, True), (-0.0999, True), (0.1001, False), (-0.1001, False)):
+            assert match_masses([m + delta], [m]) == [hit], (residue, delta)
+            assert match_masses([57.021464, m + delta, 57.021464], [57.021464, m, 57.021464]) == [True, hit, True]
+    # Deamidated N is D and deamidated Q is E, by mass; N/D and Q/E themselves are 0.984 Da apart.
+    assert aa_match("PEN[Deamidated]K", "PEDK") == ([True] * 4, True)
+    assert aa_match("PEQ[Deamidated]K", "PEEK") == ([True] * 4, True)
+    assert aa_match("PENK", "PEDK") == ([True, True, False, True], False)
+    assert aa_match("PEQK", "PEEK") == ([True, True, False, True], False)
+
+
+def test_swapped_n_d_and_q_e_are_aligned_but_wrong() -> None:
+    """After N/D (Q/E) swaps the prefix masses agree again: the walk pairs D with N, which must not match."""
+    assert aa_match("ND", "DN") == ([False, False], False)
+    assert aa_match("QE", "EQ") == ([False, False], False)
+    assert aa_match("AQEK", "AEQK") == ([True, False, False, True], False)
+
+
+def test_prefix_tolerance_is_0_5_da() -> None:
+    """Cumulative masses within 0.5 Da align; 0.5 Da or more apart they do not. Two offsets, one at each end,
+    leave the middle residue to the forward walk alone."""
+    assert match_masses([100.49, 50.0, 100.0], [100.0, 50.0, 100.49]) == [False, True, False]
+    assert match_masses([100.51, 50.0, 100.0], [100.0, 50.0, 100.51]) == [False, False, False]
+    # The same with residues: D/N (0.984 Da) at both ends hides the GG between them.
+    assert aa_match("ADGGDA", "ANGGNA") == ([True, False, False, False, False, True], False)
+    assert aa_match("AQGGEA", "AEGGQA") == ([True, False, False, False, False, True], False)
+
+
+def test_near_isobaric_runs_are_aligned_but_not_matched() -> None:
+    """GG/N, AG/Q, GA/K, GV/R, SV/W: equal prefix masses, different residues; the rest still matches."""
+    for run, single in (("GG", "N"), ("AG", "Q"), ("GA", "K"), ("GV", "R"), ("SV", "W")):
+        assert aa_match(f"PE{run}TK", f"PE{single}TK") == ([True, True, False, False, True, True], False), run
+        flags, _ = aa_match(f"PE{single}TK", f"PE{run}TK")
+        assert sum(flags) == 4 and len(flags) == 6, run
+    assert aa_match("PEFK", "PEM[Oxidation]K") == ([True, True, True, True], True)  # 0.033 Da apart
 
 
 def test_modifications_in_any_notation_match_by_mass() -> None:
@@ -73,7 +120,7 @@ def test_modifications_in_any_notation_match_by_mass() -> None:
         "+42.011PEPC+57.021M+15.995N+0.984K",
     ):
         assert aa_match(pred, truth) == ([True] * 7, True)
-    # Unmodified residues are off by the modification mass: not a match.
+    # Unmodified residues are off by the modification mass: not a match (the acetyl is not a residue).
     flags, whole = aa_match("PEPCMNK", truth)
     assert not whole
     assert flags[0] is False  # P vs acetyl-P: 42 Da apart
@@ -91,6 +138,7 @@ def test_acetyl_is_folded_not_counted() -> None:
 def test_none_and_empty_predictions_are_misses_with_no_residues() -> None:
     counts = aa_match_counts([None, "", "  ", "SPELK"], ["SPELK"] * 4)
     assert counts == MatchCounts(matched=5, predicted=5, true=20, peptides_matched=1, spectra=4)
+    assert aa_match(None, "PEP") == aa_match("", "PEP") == ([False] * 3, False)  # Casanovo: zeros(len(true))
     metrics = counts.metrics()
     assert metrics == {"aa_precision": 1.0, "aa_recall": 0.25, "peptide_recall": 0.25}
     assert aa_match_metrics([None], ["PEPTIDE"]) == {
@@ -129,7 +177,7 @@ def test_metrics_properties_on_random_mutants() -> None:
         pred[rng.randrange(len(pred))] = rng.choice("GASPVTCDEMHFRYW")
         pred = "".join(pred)
         flags, whole = aa_match(pred, truth)
-        assert len(flags) == len(pred)
+        assert len(flags) == len(pred) == len(truth)
         assert 0 <= sum(flags) <= len(truth)
         # One substitution leaves every other residue matched by one of the two walks.
         assert sum(flags) >= len(truth) - 1
