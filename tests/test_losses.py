@@ -327,9 +327,11 @@ def test_a_mass_matched_mixture_gets_no_credit_from_expected_match() -> None:
         return float(spectrum_loss(logits, batch, MASSES, TOL, form))
 
     assert loss(mixture, "soft_mass") == pytest.approx(loss(truth, "soft_mass"), abs=1e-6)
-    assert loss(truth, "expected_match") < 1e-6  # every true ion is present
+    # Every true ion is generated; the few the preprocessing drops (below 50 m/z, in a precursor window) miss.
+    assert loss(truth, "expected_match") == pytest.approx(_np_expected_match(truth, batch), rel=1e-5)
+    assert loss(truth, "expected_match") < 0.03
     assert loss(mixture, "expected_match") == pytest.approx(_np_expected_match(mixture, batch), rel=1e-5)
-    assert loss(mixture, "expected_match") > 0.04
+    assert loss(mixture, "expected_match") > loss(truth, "expected_match") + 0.04
 
 
 def test_expected_match_gives_stop_and_pad_no_credit_at_a_residue_position() -> None:
