@@ -92,7 +92,11 @@ def run_command_trial(config: dict[str, Any]) -> None:
     metrics = metrics if metrics.is_absolute() else trial_dir / metrics
     follower = Follower(metrics, spec.metric_names, config["trainer"]["metric"], last_step)
     max_t = min(config.get("max_t") or spec.max_steps, spec.max_steps)
-    command = Command(argv, spec.workdir, env, log_path, resume)
+    try:
+        command = Command(argv, spec.workdir, env, log_path, resume)
+    except OSError as err:  # no such program or directory on this node, not executable
+        message = f"trainer.command: cannot start {argv[0]!r} in {spec.workdir}: {err.strerror}"
+        raise _fatal(trial_dir, message) from None
     log.info("trial %s: %s%s", context.get_trial_id(), shlex.join(argv), " (resumed)" if resume else "")
     try:
         follow(command, follower, spec, trial_dir, max_t)
@@ -114,7 +118,8 @@ def follow(command: Command, follower: Follower, spec: CommandSpec, trial_dir: P
             start = time.perf_counter()
             with tempfile.TemporaryDirectory() as tmp:
                 (Path(tmp) / STATE).write_text(json.dumps({"step": row[names.STEP]}))
-                tune.report({**row, REPORT_S_KEY: round(in_report, 3)}, checkpoint=tune.Checkpoint.from_directory(tmp))
+                tune.report({**row, REPORT_S_KEY: round(in_report, 3)},
+                            checkpoint=tune.Checkpoint.from_directory(tmp))
             in_report += time.perf_counter() - start
             new_rows += 1
             ended = max_t <= row[names.STEP] < spec.max_steps  # the command would go on past max_t
@@ -131,7 +136,7 @@ def follow(command: Command, follower: Follower, spec: CommandSpec, trial_dir: P
                 log.warning("the trainer command exited with code %d after its last row (step %d)", code,
                             follower.last_step)
             elif code != 0:
-                how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+                how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with code {code}"
                 raise CommandError(f"the trainer command {how} at step {max(follower.last_step, 0)} of {max_t}, "
                                    f"{new_rows} new rows in this attempt")
             return
@@ -225,8 +230,13 @@ class Command:
                        f"{shlex.join(argv)}\n".encode())
         self.log.flush()
         self.log_path, self.offset = log_path, self.log.tell()
-        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+        try:
+            self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=self.log,
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=_die_with_parent)
+        except OSError:
+            self.log.close()
+            raise
 
     def poll(self) -> int | None:
         return self.proc.poll()
@@ -292,6 +302,13 @@ def command_env(config: dict[str, Any], spec: CommandSpec, values: dict[str, str
     for key, value in spec.env.items():
         env[key] = render(value, values, resume=resume)
     return env
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _fatal(trial_dir: Path, message: str) -> FatalCommandError:

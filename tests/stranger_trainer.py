@@ -79,6 +79,8 @@ def main():
     with open(os.path.join(args.out, "pid"), "w") as f:
         f.write(f"{os.getpid()}\n")
     print(f"stranger: curriculum {name}, {len(cur['stages'])} stages, seed {args.seed}", flush=True)
+    seen = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "WANDB_MODE", "WANDB_RUN_GROUP", "WANDB_RUN_ID")
+    print("stranger: env " + " ".join(f"{k}={os.environ.get(k)!r}" for k in seen), flush=True)
 
     if chosen("STRANGER_IGNORE_TERM", name):
         signal.signal(signal.SIGTERM, lambda *_: print("stranger: ignoring SIGTERM", flush=True))

@@ -138,6 +138,8 @@ def test_stop_is_sigterm_then_sigkill_after_the_grace_period(tmp_path):
     assert time.monotonic() - start >= 0.5 and stubborn.tail()[-1] == "stranger: ignoring SIGTERM"
     for command in (polite, stubborn):
         command.close()
+    with pytest.raises(FileNotFoundError):  # the trial turns this into a one-line configuration error
+        Command([str(tmp_path / "no-such-trainer")], str(tmp_path), dict(os.environ), tmp_path / "x.log", False)
 
 
 def test_the_command_dies_with_the_process_that_started_it(tmp_path):
@@ -205,6 +207,10 @@ def test_stranger_is_searched_stopped_killed_and_resumed(stranger_search):
         assert "resumed" in starts[1] and "stranger: resumed at step" in (trial["dir"] / LOG).read_text()
         assert [r[names.STEP] for r in rows(trial["dir"])] == [10, 20, 30, 40]
     assert "RuntimeError: planned failure at step 20" in (trials["good"]["dir"] / ERROR_TAIL).read_text()
+    run_id = trials["good"]["dir"].name.split("_")[0]  # the trial id: the same W&B run when resumed
+    env = (f"stranger: env CUDA_VISIBLE_DEVICES='' OMP_NUM_THREADS='1' WANDB_MODE='disabled' "
+           f"WANDB_RUN_GROUP='stranger' WANDB_RUN_ID='{run_id}'")
+    assert (trials["good"]["dir"] / LOG).read_text().count(env) == 2  # a CPU trial sees no GPU
     assert "the trainer command was killed by SIGKILL at step" in (trials["twin"]["dir"] / "error.txt").read_text()
     # ASHA stopped poor at its first rung; it ignored SIGTERM, so SIGKILL ended it.
     poor = trials["poor"]
