@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from .config import build, read_yaml, resolve_shipped
 from .errors import InputError
 
@@ -188,6 +190,10 @@ class Curriculum:
             if s is not None:
                 out[loss] = {k: v for k, v in dataclasses.asdict(s).items() if v is not None}
         return out
+
+    def to_yaml(self) -> str:
+        """The curriculum as YAML that ``load_curriculum`` (and ``docs/curriculum_schema.md``'s reader) reads back."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def validate_steps(self, max_steps: int, file: object) -> None:
         """Reject an intro step at or beyond the last training step."""

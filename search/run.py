@@ -126,6 +126,8 @@ def build_tuner(space: Space, name: str, storage: str, exp_dir: Path, *, resume:
     from .trainable import run_trial, trial_dirname, trial_name
 
     resources = {"cpu": space.resources.cpu, "gpu": space.resources.gpu}
+    if trainable is None and space.trainer.command is not None:  # bring your own trainer
+        from .command import run_command_trial as trainable
     trainable = tune.with_resources(trainable or run_trial, resources)
     if resume:
         return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,

@@ -20,6 +20,7 @@ from model.config import build, load_config, read_yaml
 from model.curriculum import AUX_LOSSES, Curriculum, LossSchedule, curriculum_from_dict, load_curriculum
 from model.errors import InputError
 
+from .command_spec import CommandSpec, parse_command
 from .constraints import Constraint, parse_constraint
 from .distributions import Distribution, parse_distribution
 
@@ -44,6 +45,7 @@ SMOKE_VAL_SIZE = 64
 class TrainerSpec:
     preset: str = "tiny"
     overrides: dict[str, Any] = field(default_factory=dict)
+    command: CommandSpec | None = None  # bring your own trainer (search.command_spec); then no preset
 
 
 @dataclass
@@ -220,6 +222,8 @@ class Space:
         named = dataclasses.replace(self.named, scale=self.named.scale * factor)
         out = dataclasses.replace(self, trainer=TrainerSpec(self.trainer.preset, overrides), curriculum=curriculum,
                                   params=params, constraints=constraints, scheduler=scheduler, named=named)
+        if self.trainer.command is not None:  # a command's own step counts
+            out.trainer = dataclasses.replace(self.trainer, command=self.trainer.command.scaled(factor))
         return validate(out)
 
     def smoke(self) -> Space:
@@ -245,6 +249,8 @@ class Space:
             validation=validation,
             named=dataclasses.replace(space.named, curricula=space.named.curricula[:2]), seeds=space.seeds[:1],
             resources=ResourcesSpec(cpu=1.0, gpu=0.0))
+        if space.trainer.command is not None:  # a command's own step counts
+            out.trainer = dataclasses.replace(space.trainer, command=space.trainer.command.smoke(SMOKE_EVAL_INTERVAL))
         return validate(out)
 
 
@@ -296,6 +302,9 @@ def parse_space(data: dict[str, Any], file: str) -> Space:
     trainer_raw = data["trainer"]
     if not isinstance(trainer_raw, dict):
         raise InputError(file, "trainer", f"expected a mapping with preset and overrides, got {trainer_raw!r}")
+    command = parse_command(trainer_raw, file) if "command" in trainer_raw else None
+    if command is not None:
+        trainer_raw = {}
     for key in trainer_raw:
         if key not in ("preset", "overrides"):
             raise InputError(file, f"trainer.{key}", "unknown key; allowed: preset, overrides")
@@ -324,7 +333,7 @@ def parse_space(data: dict[str, Any], file: str) -> Space:
     metric = data.get("metric", DEFAULT_METRIC)
     mode = data.get("mode", "max")
     space = Space(file=file, name=name, description=str(data.get("description") or ""), metric=metric, mode=mode,
-                  trainer=TrainerSpec(preset, dict(overrides)), curriculum=curriculum, params=params,
+                  trainer=TrainerSpec(preset, dict(overrides), command), curriculum=curriculum, params=params,
                   constraints=constraints, seeds=list(seeds), **sections)
     return validate(space)
 

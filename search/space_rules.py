@@ -17,6 +17,7 @@ from model.config import load_config
 from model.curriculum import AUX_LOSSES, LossSchedule, load_curriculum
 from model.errors import InputError
 
+from .command_spec import check_command_space
 from .distributions import Distribution
 from .space import CURRICULUM_KEYS, METRICS, RESERVED_CONFIG_PREFIXES, SCHEDULE_KEYS, Space
 
@@ -38,11 +39,15 @@ def validate_space(space: Space) -> Space:
              "is set by the search for every trial (seeds, W&B, device, threads, curriculum)")
     cfg = _load_trainer(space, space.trainer.overrides, "trainer.overrides")
     space.max_steps, space.eval_interval = cfg.optim.max_steps, cfg.train.eval_interval
+    if space.trainer.command is not None:  # bring your own trainer: its own steps and settings
+        space.max_steps, space.eval_interval = check_command_space(space)
     for key, dist in space.params.items():
         if key in CURRICULUM_KEYS:
             continue
         need(not key.startswith(RESERVED_CONFIG_PREFIXES), f"search.{key}",
              "is set by the search for every trial; search curriculum keys or trainer settings")
+        if space.trainer.command is not None:
+            continue
         if "." not in key:
             raise InputError(file, f"search.{key}", "unknown key; search spectrum.* or precursor.* "
                              f"({', '.join(SCHEDULE_KEYS)}) or a dotted trainer setting such as optim.lr")

@@ -69,12 +69,15 @@ def slug(text: str, limit: int = 48) -> str:
 
 
 def base_config(space: Space, experiment: str) -> dict[str, Any]:
-    return {
+    config = {
         "trainer": {"preset": space.trainer.preset},
         "wandb": {"project": space.wandb.project, "mode": space.wandb.mode, "group": experiment},
         "resources": {"cpu": space.resources.cpu, "gpu": space.resources.gpu},
         "max_t": space.scheduler.max_t,
     }
+    if space.trainer.command is not None:  # bring your own trainer: what search.command runs
+        config["trainer"] = {"command": space.trainer.command.to_dict(), "metric": space.metric}
+    return config
 
 
 def named_config(space: Space, experiment: str, name: str, replicate: int, config_id: int) -> dict[str, Any]:
