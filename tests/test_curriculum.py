@@ -44,12 +44,12 @@ def test_original_at_the_seed_steps() -> None:
         7499: ("foundation", 0.0, 7, 10, 0),
         7500: ("stabilization", 0.0, 7, 10, 0),
         14999: ("stabilization", 0.0, 7, 10, 0),
-        15000: ("spectrum_intro", 0.08, 7, 11, 1),
-        22499: ("spectrum_intro", 0.08, 7, 11, 1),
-        22500: ("spectrum_ramp", 0.12, 7, 12, 2),
-        cur.total_steps - 1: ("continue_14", 0.12, 7, 14, 5),
-        cur.total_steps: ("continue_14", 0.12, 7, 14, 5),
-        10 * cur.total_steps: ("continue_14", 0.12, 7, 14, 5),
+        15000: ("spectrum_intro", 0.08, 7, 11, 4),  # the seed's noise 1, 2, 5 times 34/8, rounded
+        22499: ("spectrum_intro", 0.08, 7, 11, 4),
+        22500: ("spectrum_ramp", 0.12, 7, 12, 8),
+        cur.total_steps - 1: ("continue_14", 0.12, 7, 14, 21),
+        cur.total_steps: ("continue_14", 0.12, 7, 14, 21),
+        10 * cur.total_steps: ("continue_14", 0.12, 7, 14, 21),
     }
     for step, (stage, spectrum, lo, hi, noise) in expected.items():
         assert cur.at(step) == CurriculumState(stage, lo, hi, noise, spectrum, 0.0), step

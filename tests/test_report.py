@@ -343,11 +343,11 @@ def test_end_to_end_terminal_top_is_the_head_of_ranking_md(searched):
 
 @pytest.mark.slow
 def test_end_to_end_every_trial_is_given_the_one_validation_set(searched):
-    """revised ends at 7-14 residues with 8 noise peaks, original at 5, the fixed stage at 7-10 clean:
-    every trial is validated at 7-14 with 8 noise peaks."""
+    """revised ends at 7-14 residues with 34 noise peaks, original at 21, the fixed stage at 7-10 clean:
+    every trial is validated at 7-14 with 34 noise peaks."""
     meta = json.loads((searched / "search.json").read_text())
     assert {k: meta["validation"][k] for k in ("min_length", "max_length", "noise_peaks", "size")} == \
-        {"min_length": 7, "max_length": 14, "noise_peaks": 8, "size": 64}
+        {"min_length": 7, "max_length": 14, "noise_peaks": 34, "size": 64}
     t = report.load(searched)
     for trial_dir in t[C.TRIAL_DIR]:
         overrides = json.loads((searched / trial_dir / "params.json").read_text())["trainer"]["overrides"]

@@ -105,10 +105,10 @@ def test_layout_contract(e2e):
             if names.VAL_FINGERPRINT in row:  # a hex string, as the trainer gives it
                 int(row[names.VAL_FINGERPRINT], 16)
         # The one validation set of the search: the hardest stage over the fixed stages (7-12, 2 noise
-        # peaks) and the named curriculum original (7-14, 5 noise peaks).
+        # peaks) and the named curriculum original (7-14, 21 noise peaks).
         overrides = params["trainer"]["overrides"]
         assert (overrides["data.val_min_length"], overrides["data.val_max_length"],
-                overrides["data.val_noise_peaks"], overrides["data.val_size"]) == (7, 14, 5, 64)
+                overrides["data.val_noise_peaks"], overrides["data.val_size"]) == (7, 14, 21, 64)
         assert (trial_dir / "metrics.csv").is_file()
         if entry["status"] == "stopped":
             assert entry["stopped_at_step"] in (10, 20, 30)

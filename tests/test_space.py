@@ -177,13 +177,13 @@ def test_bad_space_names_file_and_key(tmp_path, case, change, key):
 
 
 def test_validation_defaults_to_the_hardest_stage_of_every_curriculum(tmp_path):
-    # Fixed stages reach 7-12 with 2 noise peaks; the named original 7-14 with 5 and revised with 8.
+    # Fixed stages reach 7-12 with 2 noise peaks; the named original 7-14 with 21 and revised with 34.
     space = load_space(write(tmp_path, GOOD))
-    assert (space.validation.min_length, space.validation.max_length, space.validation.noise_peaks) == (7, 14, 8)
+    assert (space.validation.min_length, space.validation.max_length, space.validation.noise_peaks) == (7, 14, 34)
     preset = load_config("tiny")
     assert (space.validation.size, space.validation.seed) == (preset.data.val_size, preset.data.val_seed)
     only_original = load_space(write(tmp_path, with_change(lambda d: d["named"].update(curricula=["original"]))))
-    assert only_original.validation.noise_peaks == 5
+    assert only_original.validation.noise_peaks == 21
     no_named = with_change(lambda d: (d["named"].update(curricula=[]), d["curriculum"]["stages"].append(
         {"name": "c", "steps": 1, "min_length": 6, "max_length": 9, "noise_peaks": 1})))
     no_named["trainer"]["overrides"]["optim.max_steps"] = 401
@@ -199,10 +199,10 @@ def test_validation_stated_and_kept_by_scale_and_smoke(tmp_path):
     assert dataclasses.asdict(load_space(write(tmp_path, with_change(lambda d: d.update(validation=stated))),
                                          scale=0.5).validation) == stated
     # --smoke keeps the full space's validation data, although it runs only two named curricula
-    # (ab_seed_curricula: original and delayed, whose hardest stage has 5 noise peaks, not 8); only smaller.
+    # (ab_seed_curricula: original and delayed, whose hardest stage has 21 noise peaks, not 34); only smaller.
     full, smoke = load_space(SPACE_DIR / "ab_seed_curricula.yaml"), load_space(SPACE_DIR / "ab_seed_curricula.yaml",
                                                                                smoke=True)
-    assert smoke.named.curricula == ["original", "delayed"] and full.validation.noise_peaks == 8
+    assert smoke.named.curricula == ["original", "delayed"] and full.validation.noise_peaks == 34
     assert dataclasses.replace(smoke.validation, size=full.validation.size) == full.validation
     assert smoke.validation.size == 64
     assert load_space(SPACE_DIR / "quickstart.yaml").validation.size == 256
@@ -210,7 +210,7 @@ def test_validation_stated_and_kept_by_scale_and_smoke(tmp_path):
 
 def test_every_trial_config_carries_the_validation_set(tmp_path):
     space = load_space(write(tmp_path, GOOD))
-    expected = {"data.val_min_length": 7, "data.val_max_length": 14, "data.val_noise_peaks": 8,
+    expected = {"data.val_min_length": 7, "data.val_max_length": 14, "data.val_noise_peaks": 34,
                 "data.val_size": space.validation.size, "data.val_seed": space.validation.seed}
     values = {"spectrum.intro_step": 120, "precursor.intro_step": 200, "spectrum.final_weight": 0.2, "optim.lr": 3e-4}
     configs = [named_config(space, "exp", "revised", 1, 1), named_config(space, "exp", "original", 0, 0),
@@ -219,7 +219,7 @@ def test_every_trial_config_carries_the_validation_set(tmp_path):
         assert {k: config["trainer"]["overrides"][k] for k in expected} == expected
         load_config(config["trainer"]["preset"], config["trainer"]["overrides"])  # the trainer accepts them
     assert search_meta(space, "exp", "running", "now")["validation"] == {
-        "min_length": 7, "max_length": 14, "noise_peaks": 8, "size": space.validation.size,
+        "min_length": 7, "max_length": 14, "noise_peaks": 34, "size": space.validation.size,
         "seed": space.validation.seed}
 
 
