@@ -186,7 +186,8 @@ class Trainer:
             log.info("initialised from %s at step %d with curriculum %s", init_from, self.iter_num, self.curriculum.name)
             return
         self.gates, self.rows, self.elapsed = state["gates"], state["rows"], state["elapsed"]
-        self.steps_to_90, self.best, self.best_token = state["steps_to_90"], state["best"], state["best_token"]
+        self.steps_to_90, self.best = state["steps_to_90"], state["best"]
+        self.best_token = state.get("best_token", names.MISSING)  # not in checkpoints from before residue accuracy
         self.health.load_state_dict(state["health"])
         torch.set_rng_state(state["rng"].cpu())
         if state.get("cuda_rng") is not None and self.device.type == "cuda":
