@@ -97,7 +97,7 @@ class TrainLoopConfig:
     spike_window: int = 50
     grad_strength_interval: int = 1  # measure gradient strength at every Nth evaluation
     grad_strength_batches: int = 8  # ... as the mean (and spread) over this many batches
-    decode_interval: int = 10  # greedy-decode the validation sets at every Nth evaluation (0: never)
+    decode_interval: int = 4  # greedy-decode val and val_real at every Nth evaluation and the last (0: never)
     compile: bool = False
     device: str = "auto"
     threads: int = 0  # 0: leave torch's default

@@ -238,10 +238,12 @@ class Trainer:
                     names.TRAIN_LR: self.lr, names.TRAIN_STEPS_PER_S: self.interval.steps / max(train_seconds, 1e-9)}
         with self._timed("evaluate"):
             row.update(evaluate(self.model, self.sets, cfg, self.device))
-        k = cfg.train.decode_interval
-        with self._timed("decode"):
-            row.update(decoded(self.model, self.sets, bool(k) and (n_evals % k == 0 or self.iter_num >= cfg.optim.max_steps)))
         residue = row[names.VAL_RESIDUE_ACCURACY]
+        target = cfg.train.stop_at_accuracy
+        last = self.iter_num >= cfg.optim.max_steps or (target > 0 and residue >= target)
+        k = cfg.train.decode_interval
+        with self._timed("decode"):  # at every k-th evaluation, and at the last of a run that ends by plan
+            row.update(decoded(self.model, self.sets, bool(k) and (n_evals % k == 0 or last) and not self.diverged))
         self.gates = self.curriculum.update_gates(self.gates, self.iter_num, residue)
         if self.steps_to_90 is None and residue >= 0.90:
             self.steps_to_90 = self.iter_num

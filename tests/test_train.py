@@ -237,9 +237,12 @@ def test_residue_accuracy_gates_stops_and_counts_steps_to_90(tmp_path: Path, mon
 
 
 def test_stop_at_accuracy_on_a_real_run(tmp_path: Path) -> None:
-    """A target below any accuracy stops at the first evaluation; 90% never reached means no steps_to_90."""
-    summary = trainer.train(_cfg(100, **{"train.stop_at_accuracy": 0.01}), clean_ce(100), tmp_path)
+    """A target below any accuracy stops at the first evaluation; 90% never reached means no steps_to_90.
+    The last evaluation is decoded, though not a decode_interval-th one."""
+    summary = trainer.train(_cfg(100, **{"train.stop_at_accuracy": 0.01, "train.decode_interval": 3}),
+                            clean_ce(100), tmp_path)
     assert (summary[names.STATUS], summary[names.FINAL_STEP]) == ("reached_target", 10)
+    assert summary[names.VAL_AA_PRECISION] != names.MISSING
     assert summary[names.STEPS_TO_90] is None
     assert _strict_json(tmp_path / "summary.json")[names.STEPS_TO_90] is None
     assert _rows(tmp_path)[0][names.STEPS_TO_90] == ""
