@@ -173,10 +173,12 @@ class Trainer:
         self.metrics_file.write(self.rows)
 
     def _restore(self, resume: bool, init_from: str | Path | None) -> None:
+        """``resume``: everything from checkpoints/last.pt, if there is one; else ``init_from``: weights, optimiser, step."""
         last = self.ckpt_dir / "last.pt"
         if resume and not last.is_file():
             log.info("--resume: no checkpoint in %s, starting fresh", self.ckpt_dir)
-        if not (resume and last.is_file()) and init_from is None:
+            return
+        if not resume and init_from is None:
             return
         state = load_checkpoint(last if resume else Path(init_from), self.device)
         self.model.load_state_dict(state["model"])

@@ -19,7 +19,8 @@ from .config import TrainConfig
 from .losses import cross_entropy, hard_coverage, precursor_loss, spectrum_loss
 from .tokenizer import PAD, STOP
 
-CHUNK = 128  # spectra per forward pass
+CHUNK = 128  # spectra per teacher-forced forward pass
+DECODE_CHUNK = 512  # spectra decoded at once: on 1 CPU thread ~20% faster than 128 (fewer small decoder calls)
 
 
 @dataclass
@@ -68,8 +69,8 @@ def decoded_metrics(model, data: Batch) -> dict[str, float]:
     from .tokenizer import decode
 
     predictions: list[str | None] = []
-    for start in range(0, len(data), CHUNK):
-        batch = data.select(slice(start, start + CHUNK))
+    for start in range(0, len(data), DECODE_CHUNK):
+        batch = data.select(slice(start, start + DECODE_CHUNK))
         decoded = greedy_decode(model, batch, precursor_tol_ppm=PRECURSOR_TOL_PPM, isotopes=ISOTOPES)
         predictions += [p.peptide or None for p in decoded]
     return aa_match_metrics(predictions, [decode(row) for row in data.tokens])

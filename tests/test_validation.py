@@ -10,7 +10,7 @@ from model.config import load_config
 from model.metrics import aa_match_metrics
 from model.synthetic import generate, step_generator
 from model.tokenizer import PAD, STOP, TOKEN_ID, VOCAB_SIZE, decode
-from model.validation import CHUNK, decoded, decoded_metrics, hits
+from model.validation import DECODE_CHUNK, decoded, decoded_metrics, hits
 
 G, A, W = TOKEN_ID["G"], TOKEN_ID["A"], TOKEN_ID["W"]
 
@@ -64,7 +64,7 @@ def _oracle_answers(data) -> tuple[list[str], list[str]]:
 
 def test_decoded_metrics_of_an_oracle_match_the_truth_and_its_known_mistakes() -> None:
     cfg = load_config("tiny")
-    data = generate(CHUNK + 37, 7, 12, 2, cfg.data, step_generator(0, 0, "cpu"))  # two chunks
+    data = generate(DECODE_CHUNK + 37, 7, 12, 2, cfg.data, step_generator(0, 0, "cpu"))  # two chunks
     wrong = data.charge == 2
     assert 0 < int(wrong.sum()) < len(data)
     answers, truths = _oracle_answers(data)
