@@ -1,7 +1,9 @@
-"""Trainer benchmark: synthetic generation speed, training speed, and time to 90% on clean 7-10 peptides.
+"""Trainer benchmark: synthetic generation speed, training speed, time to 90% residue accuracy on clean 7-10
+peptides, and what evaluation, decoding and gradient strength cost beside training.
 
     python benchmarks/trainer.py            # tiny preset, 2 threads
     python benchmarks/trainer.py --threads 1 --config tiny
+    python benchmarks/trainer.py --decode-interval 1   # decode at every evaluation, to time each decode
 
 Prints the figures and writes them to results/benchmarks/trainer.json.
 """
@@ -21,7 +23,7 @@ from model.config import load_config
 from model.curriculum import clean_ce
 from model.network import Spec2Pep
 from model.synthetic import generate, step_generator
-from model.train import Losses, make_optimizer, train
+from model.trainer import Losses, Trainer, make_optimizer
 
 
 def generator_rate(cfg, n_batches: int = 200) -> float:
@@ -57,10 +59,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="tiny")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--decode-interval", type=int, help="override train.decode_interval")
     parser.add_argument("--out", default="results/benchmarks/trainer.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = load_config(args.config, {"wandb.mode": "disabled", "train.progress": False, "train.threads": args.threads})
+    overrides = {"wandb.mode": "disabled", "train.progress": False, "train.threads": args.threads}
+    if args.decode_interval is not None:
+        overrides["train.decode_interval"] = args.decode_interval
+    cfg = load_config(args.config, overrides)
 
     gen = generator_rate(cfg)
     steps = step_rate(cfg)
@@ -71,17 +77,37 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        summary = train(cfg, clean_ce(cfg.optim.max_steps), Path(tmp))
+        trainer = Trainer(cfg, clean_ce(cfg.optim.max_steps), Path(tmp))
+        summary = trainer.fit()
         wall = time.perf_counter() - start
     reached = summary[names.STEPS_TO_90]
-    print(f"time to val/token_accuracy >= 0.90 (clean 7-10, {cfg.optim.max_steps} step budget): "
+    print(f"time to val/residue_accuracy >= 0.90 (clean 7-10, {cfg.optim.max_steps} step budget): "
           f"{'never' if reached is None else f'{reached} steps'}, {wall / 60:.2f} wall minutes "
-          f"(final accuracy {summary[names.VAL_ACCURACY]:.4f}, status {summary[names.STATUS]})")
+          f"(final residue accuracy {summary[names.VAL_RESIDUE_ACCURACY]:.4f}, token accuracy "
+          f"{summary[names.VAL_ACCURACY]:.4f}, status {summary[names.STATUS]})")
+
+    seconds = trainer.seconds
+    evals = len(trainer.rows)
+    decodes = sum(row[names.VAL_PEPTIDE_RECALL] != names.MISSING for row in trainer.rows)
+    per_decode = seconds["decode"] / decodes if decodes else float("nan")
+    train_per_eval = seconds["train"] / max(evals, 1)
+    print(f"seconds: training {seconds['train']:.1f}, teacher-forced evaluation {seconds['evaluate']:.1f} "
+          f"({evals} evaluations), decoding {seconds['decode']:.1f} ({decodes} decodes of {cfg.data.val_size} "
+          f"spectra, {per_decode:.2f} s each), gradient strength {seconds['grad_strength']:.1f}, "
+          f"checkpoints {seconds['checkpoint']:.1f}")
+    print(f"decoding's share of training time: {seconds['decode'] / seconds['train']:.1%} at decode_interval "
+          f"{cfg.train.decode_interval}; one decode per {cfg.train.eval_interval}-step evaluation would be "
+          f"{per_decode / train_per_eval:.1%}")
     figures = {
         "config": args.config, "threads": args.threads, "batch_size": cfg.data.batch_size,
         "generator_spectra_per_s": gen, "training_spectra_per_s": consumed, "training_steps_per_s": steps,
         "generator_headroom": gen / consumed, "steps_to_90": reached, "wall_minutes_to_stop": wall / 60,
+        "final_val_residue_accuracy": summary[names.VAL_RESIDUE_ACCURACY],
         "final_val_token_accuracy": summary[names.VAL_ACCURACY], "status": summary[names.STATUS],
+        "seconds": seconds, "evaluations": evals, "decodes": decodes, "seconds_per_decode": per_decode,
+        "decode_interval": cfg.train.decode_interval,
+        "decode_share_of_training": seconds["decode"] / seconds["train"],
+        "one_decode_per_evaluation_share": per_decode / train_per_eval,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")

@@ -103,16 +103,19 @@ class LossConfig:
 class TrainLoopConfig:
     eval_interval: int = 100
     checkpoint_interval: int = 0  # 0: checkpoint at every evaluation
-    stop_at_accuracy: float = 0.0  # > 0: stop once val token accuracy reaches it
+    stop_at_accuracy: float = 0.0  # > 0: stop once val residue accuracy reaches it
     max_nonfinite_streak: int = 20
     spike_factor: float = 3.0
     spike_window: int = 50
     grad_strength_interval: int = 1  # measure gradient strength at every Nth evaluation
+    grad_strength_batches: int = 8  # ... as the mean (and spread) over this many batches
+    decode_interval: int = 4  # greedy-decode val and val_real at every Nth evaluation and the last (0: never)
     compile: bool = False
     device: str = "auto"
     threads: int = 0  # 0: leave torch's default
     progress: bool = True
     debug_nonfinite_from_step: int = -1  # >= 0: make every loss from this step on NaN (tests the NaN guard)
+    debug_spike_at_step: int = -1  # >= 0: multiply this step's loss by 2 x spike_factor (tests the spike counter)
 
 
 @dataclass
@@ -297,6 +300,7 @@ def validate(cfg: TrainConfig, file: object) -> None:
     need(d.jitter_ppm >= 0, "data.jitter_ppm", f"must be >= 0, got {d.jitter_ppm}")
     need(0.0 <= d.oxidation_prob <= 1.0, "data.oxidation_prob", f"must be in [0, 1], got {d.oxidation_prob}")
     need(d.val_size >= 1, "data.val_size", f"must be >= 1, got {d.val_size}")
+    _validate_val_data(d, need)
     need(0.0 <= d.synthetic_fraction <= 1.0, "data.synthetic_fraction",
          f"must be in [0, 1], got {d.synthetic_fraction}")
     need(d.synthetic_fraction > 0 or d.train_files, "data.synthetic_fraction",
@@ -325,11 +329,32 @@ def validate(cfg: TrainConfig, file: object) -> None:
     need(t.spike_factor > 1.0, "train.spike_factor", f"must be > 1, got {t.spike_factor}")
     need(t.spike_window >= 2, "train.spike_window", f"must be >= 2, got {t.spike_window}")
     need(t.grad_strength_interval >= 0, "train.grad_strength_interval", f"must be >= 0, got {t.grad_strength_interval}")
+    need(t.grad_strength_batches >= 1, "train.grad_strength_batches", f"must be >= 1, got {t.grad_strength_batches}")
+    need(t.decode_interval >= 0, "train.decode_interval", f"must be >= 0 (0: never), got {t.decode_interval}")
+    need(t.debug_nonfinite_from_step >= -1, "train.debug_nonfinite_from_step",
+         f"must be >= 0, or -1 for never, got {t.debug_nonfinite_from_step}")
+    need(t.debug_spike_at_step >= -1, "train.debug_spike_at_step",
+         f"must be >= 0, or -1 for never, got {t.debug_spike_at_step}")
     need(t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"), "train.device",
          f"must be auto, cpu, cuda or cuda:N, got {t.device!r}")
     need(t.threads >= 0, "train.threads", f"must be >= 0, got {t.threads}")
     need(cfg.wandb.mode in ("offline", "online", "disabled"), "wandb.mode",
          f"must be offline, online or disabled, got {cfg.wandb.mode!r}")
+
+
+def _validate_val_data(d: DataConfig, need) -> None:
+    """data.val_min_length/val_max_length: both 0 (the curriculum's hardest lengths) or a range in 1..30;
+    data.val_noise_peaks: -1 (the curriculum's hardest noise) or >= 0."""
+    from .curriculum import MAX_PEPTIDE_LENGTH  # curriculum imports this module
+
+    lo, hi = d.val_min_length, d.val_max_length
+    need(lo >= 0 and hi >= 0 and (lo == 0) == (hi == 0), "data.val_min_length",
+         f"set data.val_min_length and data.val_max_length both (1 <= min <= max <= {MAX_PEPTIDE_LENGTH}) "
+         f"or both to 0 (the curriculum's hardest stage), got {lo}..{hi}")
+    need(lo == 0 or 1 <= lo <= hi <= MAX_PEPTIDE_LENGTH, "data.val_min_length",
+         f"need 1 <= val_min_length <= val_max_length <= {MAX_PEPTIDE_LENGTH}, got {lo}..{hi}")
+    need(d.val_noise_peaks >= -1, "data.val_noise_peaks",
+         f"must be >= 0, or -1 for the curriculum's hardest stage, got {d.val_noise_peaks}")
 
 
 def to_dict(cfg: Any) -> dict:

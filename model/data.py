@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import torch
 
@@ -36,17 +37,53 @@ def hardest(curriculum: Curriculum) -> tuple[int, int, int]:
     return min(s.min_length for s in stages), max(s.max_length for s in stages), max(s.noise_peaks for s in stages)
 
 
-def validation_sets(cfg: TrainConfig, curriculum: Curriculum, device: torch.device) -> dict[str, Batch]:
-    """``val`` at the curriculum's hardest stage and ``val_easy`` (clean 7-10), generated once from val_seed.
+def val_difficulty(cfg: TrainConfig, curriculum: Curriculum) -> tuple[int, int, int]:
+    """(min_length, max_length, noise_peaks) of ``val``: data.val_* where set, else the curriculum's hardest."""
+    lo, hi, noise = hardest(curriculum)
+    d = cfg.data
+    if d.val_min_length > 0:
+        lo, hi = d.val_min_length, d.val_max_length
+    if d.val_noise_peaks >= 0:
+        noise = d.val_noise_peaks
+    return lo, hi, noise
 
-    They depend on the data config and the curriculum's hardest stage only, never on the training seed,
-    so every trial of a search is judged on the same spectra.
+
+def validation_sets(cfg: TrainConfig, curriculum: Curriculum, device: torch.device) -> dict[str, Batch]:
+    """``val``, ``val_easy`` (clean 7-10) and, with data.val_files, ``val_real``: built once, before training.
+
+    ``val`` has the lengths and noise of data.val_min_length/val_max_length/val_noise_peaks where they are
+    set, and of the curriculum's hardest stage where not, so two curricula sit the same exam only when
+    the data.val_* keys are set (a search sets them for every trial). The synthetic sets are generated on
+    the CPU from data.val_seed (never the training seed), so they are bit-identical on every device;
+    ``fingerprint`` tells whether two runs were judged on the same spectra. ``val_real`` holds the
+    annotated spectra of data.val_files (InputError if there is none).
     """
     sets = {}
-    for offset, (name, (lo, hi, noise)) in enumerate((("val", hardest(curriculum)), ("val_easy", EASY))):
-        gen = step_generator(cfg.data.val_seed, offset, device)
-        sets[name] = generate(cfg.data.val_size, lo, hi, noise, cfg.data, gen, device, cfg.model.max_peaks)
+    for offset, (name, (lo, hi, noise)) in enumerate((("val", val_difficulty(cfg, curriculum)), ("val_easy", EASY))):
+        gen = step_generator(cfg.data.val_seed, offset, "cpu")
+        sets[name] = generate(cfg.data.val_size, lo, hi, noise, cfg.data, gen, "cpu", cfg.model.max_peaks).to(device)
+    if cfg.data.val_files:
+        real = open_mgf(cfg.data.val_files, cfg, "data.val_files")
+        annotated = [i for i in range(len(real)) if real.peptides[i]]
+        if not annotated:
+            raise InputError(cfg.data.val_files[0], "data.val_files", "no annotated spectrum (SEQ=) to validate on")
+        sets["val_real"] = collate([real[i] for i in annotated], cfg.model.max_peaks, device)
     return sets
+
+
+def fingerprint(sets: dict[str, Batch]) -> str:
+    """The first 16 hex digits of a SHA-256 over every validation tensor (name, dtype, shape and bytes).
+
+    Two runs with the same fingerprint were evaluated on bit-identical spectra and targets.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(sets):
+        digest.update(name.encode())
+        for tensor in sets[name].tensors():
+            tensor = tensor.detach().cpu().contiguous()
+            digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def collate(spectra: list, max_peaks: int, device: torch.device | str = "cpu") -> Batch:

@@ -3,6 +3,7 @@
 Every value the trainer reports under these names is a finite float. Where a value does not exist
 (no steps to 90% yet, an auxiliary loss not yet introduced), it is reported as -1 (``MISSING``) so that
 Ray's schedulers never see NaN or None; metrics.csv and the report turn -1 back into empty.
+The one exception is VAL_FINGERPRINT, a hex string in every row and in summary.json.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ TRAIN_CE = "train/ce_loss"
 TRAIN_SPECTRUM = "train/spectrum_loss"
 TRAIN_PRECURSOR = "train/precursor_loss"
 TRAIN_ACCURACY = "train/token_accuracy"
+TRAIN_RESIDUE_ACCURACY = "train/residue_accuracy"  # teacher-forced on the training batches, residues only
 TRAIN_LR = "train/lr"
 TRAIN_STEPS_PER_S = "train/steps_per_s"
 
@@ -55,6 +57,11 @@ SPECTRUM_GRAD_RATIO = "grad/spectrum_norm_ratio"
 SPECTRUM_GRAD_COSINE = "grad/spectrum_cosine"
 PRECURSOR_GRAD_RATIO = "grad/precursor_norm_ratio"
 PRECURSOR_GRAD_COSINE = "grad/precursor_cosine"
+# Their spread (sample standard deviation) over the train.grad_strength_batches batches they are the mean of.
+SPECTRUM_GRAD_RATIO_STD = "grad/spectrum_norm_ratio_std"
+SPECTRUM_GRAD_COSINE_STD = "grad/spectrum_cosine_std"
+PRECURSOR_GRAD_RATIO_STD = "grad/precursor_norm_ratio_std"
+PRECURSOR_GRAD_COSINE_STD = "grad/precursor_cosine_std"
 
 NAN_COUNT = "health/nan_count"
 SPIKE_COUNT = "health/spike_count"
@@ -69,4 +76,18 @@ INTRO_STEP_NAMES = {"spectrum": SPECTRUM_INTRO_STEP, "precursor": PRECURSOR_INTR
 GRAD_NAMES = {
     "spectrum": (SPECTRUM_GRAD_RATIO, SPECTRUM_GRAD_COSINE),
     "precursor": (PRECURSOR_GRAD_RATIO, PRECURSOR_GRAD_COSINE),
+}
+GRAD_STD_NAMES = {
+    "spectrum": (SPECTRUM_GRAD_RATIO_STD, SPECTRUM_GRAD_COSINE_STD),
+    "precursor": (PRECURSOR_GRAD_RATIO_STD, PRECURSOR_GRAD_COSINE_STD),
+}
+# Per validation set: (token accuracy, residue accuracy) and, where decoded, (peptide recall, AA precision, AA recall).
+ACCURACY_NAMES = {
+    "val": (VAL_ACCURACY, VAL_RESIDUE_ACCURACY),
+    "val_easy": (VAL_EASY_ACCURACY, VAL_EASY_RESIDUE_ACCURACY),
+    "val_real": (VAL_REAL_ACCURACY, VAL_REAL_RESIDUE_ACCURACY),
+}
+DECODED_NAMES = {
+    "val": (VAL_PEPTIDE_RECALL, VAL_AA_PRECISION, VAL_AA_RECALL),
+    "val_real": (VAL_REAL_PEPTIDE_RECALL, VAL_REAL_AA_PRECISION, VAL_REAL_AA_RECALL),
 }
