@@ -75,7 +75,11 @@ def test_shipped_spaces_state_the_issue_settings():
     assert len(SHIPPED) >= 4
     assert {load_space(path).metric for path in SHIPPED} == {names.VAL_RESIDUE_ACCURACY}
     quick = load_space(SPACE_DIR / "quickstart.yaml")
-    assert quick.trainer.preset == "tiny" and quick.scheduler.type == "asha" and 8 <= quick.num_trials <= 16
+    assert quick.trainer.preset == "seedlike" and quick.scheduler.type == "asha" and 8 <= quick.num_trials <= 16
+    ab_laptop = load_space(SPACE_DIR / "ab_laptop.yaml")
+    assert ab_laptop.trainer.preset == "seedlike" and ab_laptop.scheduler.type == "fifo"
+    assert ab_laptop.num_trials == 15 and ab_laptop.seeds == [0, 1, 2]
+    assert set(ab_laptop.named.curricula) == {"original", "delayed", "current", "revised", "conservative"}
     timing = load_space(SPACE_DIR / "intro_timing.yaml")
     assert timing.max_steps == 100_000 and 0 < timing.resources.gpu < 1
     assert set(timing.named.curricula) == {"original", "delayed", "current", "revised", "conservative"}
