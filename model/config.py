@@ -8,6 +8,7 @@ shipped presets in ``model/configs/`` spell out every key anyway, with a comment
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -177,16 +178,17 @@ def coerce(value: Any, tp: Any, file: object, key: str) -> Any:
                 return int(number)
         raise InputError(file, key, f"expected an integer, got {value!r}")
     if tp is float:
-        if isinstance(value, bool):
-            raise InputError(file, key, f"expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+        number = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value) if abs(value) < 1e308 or isinstance(value, float) else math.inf
+        elif isinstance(value, str):
             try:
-                return float(value)  # YAML reads 1e-3 (no dot) as a string
+                number = float(value)  # YAML reads 1e-3 (no dot) as a string
             except ValueError:
                 pass
-        raise InputError(file, key, f"expected a number, got {value!r}")
+        if number is None or not math.isfinite(number):  # .inf and .nan never make sense in a config
+            raise InputError(file, key, f"expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -220,7 +222,8 @@ def read_yaml(path: str | Path) -> dict:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f"line {mark.line + 1}" if mark else "yaml"
-        raise InputError(path, line, f"malformed YAML: {getattr(err, 'problem', err)}") from None
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())  # one line, whatever PyYAML says
+        raise InputError(path, line, f"malformed YAML: {problem}") from None
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(path, "file", f"cannot read: {err}") from None
     if data is None:
