@@ -78,6 +78,7 @@ class DataConfig:
     train_files: list[str] = field(default_factory=list)
     val_files: list[str] = field(default_factory=list)
     synthetic_fraction: float = 1.0
+    fixed_mods: dict[str, str] = field(default_factory=dict)  # real files' implicit mods: {C: Carbamidomethyl}
     preprocess: PreprocessSection = field(default_factory=PreprocessSection)
 
 
@@ -148,6 +149,11 @@ def coerce(value: Any, tp: Any, file: object, key: str) -> Any:
         if not isinstance(value, dict):
             raise InputError(file, key, f"expected a mapping of {tp.__name__} keys, got {value!r}")
         return build(tp, value, file, key)
+    if origin is dict:
+        key_tp, value_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise InputError(file, key, f"expected a mapping, got {value!r}")
+        return {coerce(k, key_tp, file, key): coerce(v, value_tp, file, f"{key}.{k}") for k, v in value.items()}
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -304,6 +310,13 @@ def validate(cfg: TrainConfig, file: object) -> None:
          f"must be in [0, 1], got {d.synthetic_fraction}")
     need(d.synthetic_fraction > 0 or d.train_files, "data.synthetic_fraction",
          "is 0 but data.train_files is empty: nothing to train on")
+    if d.fixed_mods:
+        from .annotation import fixed_mod_tokens
+
+        try:
+            fixed_mod_tokens(d.fixed_mods)
+        except ValueError as err:
+            need(False, "data.fixed_mods", str(err))
     for i, f in enumerate(d.train_files + d.val_files):
         need(Path(f).is_file(), f"data.{'train' if i < len(d.train_files) else 'val'}_files", f"no such file {f!r}")
     need(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")

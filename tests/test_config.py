@@ -44,7 +44,7 @@ def _dotted_fields(cls: type, prefix: str = "") -> set[str]:
 def _dotted_keys(data: dict, prefix: str = "") -> set[str]:
     out = set()
     for key, value in data.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:  # an empty mapping (data.fixed_mods: {}) is a leaf
             out |= _dotted_keys(value, f"{prefix}{key}.")
         else:
             out.add(f"{prefix}{key}")
