@@ -34,9 +34,13 @@ def save_checkpoint(path: Path, state: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
+    try:
+        torch.save(state, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+    except (OSError, RuntimeError):  # a full disk: leave no half-written file to fill it further
+        tmp.unlink(missing_ok=True)
+        raise
     if path.is_file():
         keep_previous(path)
     os.replace(tmp, path)

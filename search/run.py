@@ -25,6 +25,7 @@ from typing import Any
 from model.errors import InputError, OneLineParser, exit_on_input_error
 
 from .space import Space, load_space
+from .storage import StorageGuard, check_writable, storage_error
 
 log = logging.getLogger("search")
 REPO = Path(__file__).resolve().parent.parent
@@ -148,7 +149,7 @@ def build_tuner(space: Space, name: str, storage: str, exp_dir: Path, *, resume:
         name=name,
         storage_path=storage,
         # Ray's own JSON (params.json, result.json) and CSV loggers; not TensorBoard (W&B does that job).
-        callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), TrialIndex(exp_dir, stop_log)],
+        callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), TrialIndex(exp_dir, stop_log), StorageGuard(exp_dir)],
         progress_reporter=LiveView(space.metric, space.mode, stop_log, interval_s=live_interval),
         verbose=1,
         failure_config=tune.FailureConfig(max_failures=space.failure.max_failures),
@@ -266,6 +267,7 @@ def main(argv: list[str] | None = None, trainable: Any = None) -> int:
     name = args.name or space.name
     storage = resolve_storage(args.storage)
     exp_dir = check_experiment(storage, name, args.resume)
+    check_writable(storage)
     if not (args.address or os.environ.get("RAY_ADDRESS")):
         check_gpus(space, local_gpus(), "this machine")
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # our LiveView instead of Ray's default output
@@ -295,11 +297,22 @@ def main(argv: list[str] | None = None, trainable: Any = None) -> int:
              meta["scheduler"], meta["max_t"], meta["searcher"], "resuming" if args.resume else f"results in {exp_dir}")
     tuner = build_tuner(space, name, storage, exp_dir, resume=args.resume, live_interval=args.live_interval,
                         trainable=trainable)
+    failure = None
     try:
         tuner.fit()
     except KeyboardInterrupt:
         log.info("interrupted")
-    outcome = finish(exp_dir, meta, not args.no_report)
+    except Exception as err:  # a full disk fails Ray in many places: one line for it, a traceback for the rest
+        if (failure := storage_error(exp_dir, err)) is None:
+            raise
+    failure = failure or storage_error(exp_dir)
+    try:
+        outcome = finish(exp_dir, meta, not args.no_report and failure is None)
+    except OSError as err:
+        if (failure := failure or storage_error(exp_dir, err)) is None:
+            raise
+    if failure is not None:
+        raise failure
     log.info("wall time %.1f s", time.time() - t0)
     return 0 if outcome["status"] == "finished" else 1
 

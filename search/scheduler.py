@@ -285,6 +285,7 @@ class SettleASHA(AsyncHyperBandScheduler):
             tmp.write_text(json.dumps(state) + "\n")
             os.replace(tmp, self._state_path)
         except OSError as err:
+            tmp.unlink(missing_ok=True)
             log.warning("scheduler: could not write %s (%s)", self._state_path, err)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:

@@ -4,8 +4,9 @@
 
 Each trial reports every 10 steps up to the space's max_t, a value that depends only on its
 configuration id, seed and step (so an interrupted search can be compared with an uninterrupted one),
-with a checkpoint holding its step; it resumes from that checkpoint, sleeps ``FAULT_STEP_S`` seconds per
-report (time to kill things mid-training) and ends itself on its STOP file, as the real trainable does.
+with a checkpoint holding its step (and ``FAULT_CKPT_BYTES`` of padding); it resumes from that checkpoint,
+sleeps ``FAULT_STEP_S`` seconds per report (time to kill things mid-training) and ends itself on its STOP
+file, as the real trainable does.
 """
 
 from __future__ import annotations
@@ -49,29 +50,35 @@ def value(config_id: int, seed: int, step: int) -> float:
     return CURVES[config_id][step // 10 - 1] + SEED_OFFSET[config_id] * seed
 
 
-def scripted(config):
-    start = 0
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as ckpt:
-            start = json.loads((Path(ckpt) / "state.json").read_text())["step"]
-    out = trial_output_dir(tune.get_context())
-    if stop_requested(out, start):  # stopped at the step of its checkpoint: nothing left to do
-        return
-    pause = float(os.environ.get("FAULT_STEP_S", "0.3"))
-    for step in range(start + 10, int(config["max_t"]) + 1, 10):
-        time.sleep(pause)
-        row = {names.STEP: step, names.VAL_RESIDUE_ACCURACY: value(config["config_id"], config["seed"], step),
-               names.SPECTRUM_INTRO_STEP: names.MISSING, names.PRECURSOR_INTRO_STEP: names.MISSING,
-               names.NAN_COUNT: 0.0, names.SPIKE_COUNT: 0.0, DIVERGED_KEY: 0.0}
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "state.json").write_text(json.dumps({"step": step}))
-            tune.report(row, checkpoint=tune.Checkpoint.from_directory(tmp))
-        if stop_requested(out, step):
+def scripted_with(pause: float, checkpoint_bytes: int):
+    """The trainable, with its pace and checkpoint size fixed in the driver (workers do not see its env)."""
+
+    def scripted(config):
+        start = 0
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as ckpt:
+                start = json.loads((Path(ckpt) / "state.json").read_text())["step"]
+        out = trial_output_dir(tune.get_context())
+        if stop_requested(out, start):  # stopped at the step of its checkpoint: nothing left to do
             return
+        for step in range(start + 10, int(config["max_t"]) + 1, 10):
+            time.sleep(pause)
+            row = {names.STEP: step, names.VAL_RESIDUE_ACCURACY: value(config["config_id"], config["seed"], step),
+                   names.SPECTRUM_INTRO_STEP: names.MISSING, names.PRECURSOR_INTRO_STEP: names.MISSING,
+                   names.NAN_COUNT: 0.0, names.SPIKE_COUNT: 0.0, DIVERGED_KEY: 0.0}
+            with tempfile.TemporaryDirectory() as tmp:
+                (Path(tmp) / "state.json").write_text(json.dumps({"step": step}))
+                (Path(tmp) / "weights.bin").write_bytes(b"w" * checkpoint_bytes)
+                tune.report(row, checkpoint=tune.Checkpoint.from_directory(tmp))
+            if stop_requested(out, step):
+                return
+
+    return scripted
 
 
 if __name__ == "__main__":
     from search.run import main
 
-    sys.exit(main(sys.argv[1:], trainable=scripted))
+    trainable = scripted_with(float(os.environ.get("FAULT_STEP_S", "0.3")), int(os.environ.get("FAULT_CKPT_BYTES", "0")))
+    sys.exit(main(sys.argv[1:], trainable=trainable))

@@ -1,6 +1,9 @@
-"""The driver SIGKILLed while trials start, mid-training (right after ASHA asked a trial to stop) and while
-the report is written: after each ``--resume`` the search ends with the trials of an uninterrupted search
-of the same seed, none lost, none run twice, with the same ASHA stops and the same Optuna trials.
+"""Faults 1 and 5, against an uninterrupted search of the same seed.
+
+The driver SIGKILLed while trials start, mid-training (right after ASHA asked a trial to stop) and while
+the report is written; the storage filling up mid-search (a small tmpfs). After ``--resume`` each search
+ends with the trials of the uninterrupted one, none lost, none run twice, with the same ASHA stops and the
+same Optuna trials.
 
 Scripted trials (``tests/fault_search.py``) make every value a function of configuration, seed and step;
 they run one at a time, so ASHA's decisions depend only on the order of trials, which the searcher fixes.
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import pickle
 import signal
 import subprocess
@@ -142,3 +146,51 @@ def test_driver_killed_three_times_resumes_to_the_uninterrupted_search(uninterru
     assert (exp / "report" / "ranking.md").is_file()
     known = {e["trial_dir"] for e in read_json(exp / TRIALS_JSON).values()}
     assert {p.name for p in exp.iterdir() if (p / "params.json").is_file()} == known  # the lost set aside
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MiB tmpfs (root only); unmounted at the end."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_the_search_with_one_line_and_resume_finishes_it(uninterrupted, ray_head, small_disk,
+                                                                           tmp_path):
+    space = tmp_path / "faults.yaml"
+    space.write_text(yaml.safe_dump(SPACE, sort_keys=False))
+    exp = small_disk / "faults"
+    args = [*DRIVER, "--space", str(space), "--storage", str(small_disk), "--live-interval", "60"]
+    # 300 kB checkpoints, one a second: 3 MiB fill up after three or four trials.
+    env = ray_head.client_env(FAULT_STEP_S="1", FAULT_CKPT_BYTES="300000")
+    full = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
+    assert full.returncode == 2, full.stdout[-2000:] + full.stderr[-2000:]
+    errors = [line for line in full.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {exp}: storage: only ") and "--resume" in errors[0]
+    assert full.stderr.rstrip().endswith(errors[0])  # the last word, no traceback after it
+    # Everything written stays readable: Ray's snapshot, the searcher's, the index, every result row.
+    for path in [*exp.glob("experiment_state-*.json"), exp / "search.json", exp / "trials.json",
+                 exp / "scheduler-state.json", *exp.glob("*/result.json")]:
+        for line in [path.read_text()] if path.suffix == ".json" and path.name != "result.json" else \
+                path.read_text().splitlines():
+            json.loads(line)
+    for path in exp.glob("searcher-state-*.pkl"):
+        pickle.loads(path.read_bytes())
+    done = read_json(exp / TRIALS_JSON)
+    assert 0 < len(done) < 8 and read_json(exp / "search.json")["status"] == "interrupted"
+    free = os.statvfs(small_disk)
+    print(f"stopped with {free.f_bavail * free.f_frsize / 2**20:.2f} MiB free, {len(done)} trials started")
+
+    subprocess.run(["mount", "-o", "remount,size=32m", str(small_disk)], check=True)  # space freed
+    start = time.time()
+    resumed = subprocess.run([*args, "--resume"], env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    print(f"resumed to the end in {time.time() - start:.0f} s")
+    got = outcome(exp)
+    assert got["trials"] == uninterrupted["trials"] and got["optuna"] == uninterrupted["optuna"]
