@@ -20,7 +20,8 @@ from fault_search import SPACE  # noqa: E402
 
 from model import names  # noqa: E402
 
-THREE = {**SPACE, "named": {"curricula": ["original"], "scale": 0.0004}, "seeds": [0, 1, 2],
+SEEDS = list(range(8))
+EIGHT = {**SPACE, "named": {"curricula": ["original"], "scale": 0.0004}, "seeds": SEEDS,
          "searcher": {**SPACE["searcher"], "num_samples": 0, "max_concurrent": 3}, "scheduler": {"type": "fifo"},
          "search": {}, "curriculum": {}, "failure": {"max_failures": 3, "num_to_keep": 2}}
 
@@ -44,10 +45,11 @@ def session_pids(sid: int) -> set[int]:
 
 @pytest.mark.slow
 def test_a_killed_second_node_hands_its_trial_back_to_the_head(ray_head, tmp_path):
-    path = tmp_path / "three.yaml"
-    path.write_text(yaml.safe_dump(THREE, sort_keys=False))
+    path = tmp_path / "eight.yaml"
+    path.write_text(yaml.safe_dump(EIGHT, sort_keys=False))
     exp = tmp_path / "results" / "faults"
-    env = ray_head.client_env(FAULT_STEP_S="2")  # 8 s a trial: time for a node to join and die mid-trial
+    # 12 s a trial, two at a time on the head's two CPUs: a minute of work, time for a node to join mid-search.
+    env = ray_head.client_env(FAULT_STEP_S="3")
     log = open(tmp_path / "driver.log", "w")
     driver = subprocess.Popen([sys.executable, str(REPO / "tests" / "fault_search.py"), "--space", str(path),
                                "--storage", str(tmp_path / "results"), "--live-interval", "60", "--no-report"],
@@ -55,10 +57,10 @@ def test_a_killed_second_node_hands_its_trial_back_to_the_head(ray_head, tmp_pat
     node = None
     try:
         deadline = time.time() + 300
-        while len([d for d in exp.glob("*_original_s*") if rows(d)]) < 2:  # the head's 2 CPUs are busy
+        while not list(exp.glob("*_original_s*")):  # the search runs
             assert driver.poll() is None and time.time() < deadline, (tmp_path / "driver.log").read_text()[-3000:]
             time.sleep(0.2)
-        # The third trial waits for a CPU; a node with one joins (its own resources) and takes it.
+        # Trials wait for the head's two CPUs; a node with one more joins (with its own resources) and takes one.
         ports = [f"--{flag}={_free_port()}" for flag in ("node-manager-port", "object-manager-port",
                  "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
                  "metrics-export-port")]
@@ -100,7 +102,7 @@ def test_a_killed_second_node_hands_its_trial_back_to_the_head(ray_head, tmp_pat
         log.close()
 
     trials = json.loads((exp / "trials.json").read_text())
-    assert len(trials) == 3 and all(t["status"] == "completed" for t in trials.values()), trials
+    assert len(trials) == len(SEEDS) and all(t["status"] == "completed" for t in trials.values()), trials
     history = rows(moved)
     restart = [r for r in history if r["iterations_since_restore"] == 1][1]
     assert restart[names.STEP] == killed_at + 10, [r[names.STEP] for r in history]  # from its checkpoint
