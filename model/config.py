@@ -8,6 +8,7 @@ shipped presets in ``model/configs/`` spell out every key anyway, with a comment
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -77,6 +78,7 @@ class DataConfig:
     train_files: list[str] = field(default_factory=list)
     val_files: list[str] = field(default_factory=list)
     synthetic_fraction: float = 1.0
+    fixed_mods: dict[str, str] = field(default_factory=dict)  # real files' implicit mods: {C: Carbamidomethyl}
     preprocess: PreprocessSection = field(default_factory=PreprocessSection)
 
 
@@ -150,6 +152,11 @@ def coerce(value: Any, tp: Any, file: object, key: str) -> Any:
         if not isinstance(value, dict):
             raise InputError(file, key, f"expected a mapping of {tp.__name__} keys, got {value!r}")
         return build(tp, value, file, key)
+    if origin is dict:
+        key_tp, value_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise InputError(file, key, f"expected a mapping, got {value!r}")
+        return {coerce(k, key_tp, file, key): coerce(v, value_tp, file, f"{key}.{k}") for k, v in value.items()}
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -180,16 +187,17 @@ def coerce(value: Any, tp: Any, file: object, key: str) -> Any:
                 return int(number)
         raise InputError(file, key, f"expected an integer, got {value!r}")
     if tp is float:
-        if isinstance(value, bool):
-            raise InputError(file, key, f"expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+        number = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value) if abs(value) < 1e308 or isinstance(value, float) else math.inf
+        elif isinstance(value, str):
             try:
-                return float(value)  # YAML reads 1e-3 (no dot) as a string
+                number = float(value)  # YAML reads 1e-3 (no dot) as a string
             except ValueError:
                 pass
-        raise InputError(file, key, f"expected a number, got {value!r}")
+        if number is None or not math.isfinite(number):  # .inf and .nan never make sense in a config
+            raise InputError(file, key, f"expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -223,7 +231,8 @@ def read_yaml(path: str | Path) -> dict:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f"line {mark.line + 1}" if mark else "yaml"
-        raise InputError(path, line, f"malformed YAML: {getattr(err, 'problem', err)}") from None
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())  # one line, whatever PyYAML says
+        raise InputError(path, line, f"malformed YAML: {problem}") from None
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(path, "file", f"cannot read: {err}") from None
     if data is None:
@@ -305,6 +314,13 @@ def validate(cfg: TrainConfig, file: object) -> None:
          f"must be in [0, 1], got {d.synthetic_fraction}")
     need(d.synthetic_fraction > 0 or d.train_files, "data.synthetic_fraction",
          "is 0 but data.train_files is empty: nothing to train on")
+    if d.fixed_mods:
+        from .annotation import fixed_mod_tokens
+
+        try:
+            fixed_mod_tokens(d.fixed_mods)
+        except ValueError as err:
+            need(False, "data.fixed_mods", str(err))
     for i, f in enumerate(d.train_files + d.val_files):
         need(Path(f).is_file(), f"data.{'train' if i < len(d.train_files) else 'val'}_files", f"no such file {f!r}")
     need(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")

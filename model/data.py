@@ -117,7 +117,7 @@ def collate(spectra: list, max_peaks: int, device: torch.device | str = "cpu") -
 def preprocess_config(cfg: TrainConfig):
     from .mgf import PreprocessConfig
 
-    return PreprocessConfig(**dataclasses.asdict(cfg.data.preprocess))
+    return PreprocessConfig(**dataclasses.asdict(cfg.data.preprocess), fixed_mods=tuple(cfg.data.fixed_mods.items()))
 
 
 def open_mgf(paths: list[str], cfg: TrainConfig, key: str):

@@ -18,8 +18,14 @@ class InputError(ValueError):
     """
 
     def __init__(self, file: object, key: object, message: str) -> None:
-        self.file, self.key, self.message = str(file), str(key), message
-        super().__init__(f"{self.file}: {self.key}: {message}")
+        # One line whatever the input holds: a key or value with a newline or control characters is quoted.
+        self.file, self.key = _printable(str(file)), _printable(str(key))
+        self.message = " ".join(message.splitlines())
+        super().__init__(f"{self.file}: {self.key}: {self.message}")
+
+
+def _printable(text: str) -> str:
+    return text if text.isprintable() else repr(text)
 
 
 def exit_on_input_error(main: Callable[..., T]) -> Callable[..., T]:

@@ -29,6 +29,13 @@ from pyteomics import mgf
 from pyteomics.auxiliary import OffsetIndex, PyteomicsError
 from torch.utils.data import Dataset
 
+from .annotation import (
+    PRECURSOR_TOL_PPM,
+    apply_fixed_mods,
+    fixed_mod_tokens,
+    mismatch_message,
+    precursor_error_ppm,
+)
 from .chem import NTERM_ACETYL, PROTON, parse_peptide
 from .errors import InputError
 
@@ -42,6 +49,7 @@ CHARGE_OUT_OF_RANGE = "charge out of range"
 NO_PRECURSOR = "no precursor m/z"
 BAD_PEPTIDE = "unknown residue or modification in SEQ"
 TOO_FEW_PEAKS = "too few peaks"
+MASS_MISMATCH = "SEQ mass disagrees with the precursor"  # see model.annotation
 SKIP_REASONS = (
     UNREADABLE,
     NO_CHARGE,
@@ -49,6 +57,7 @@ SKIP_REASONS = (
     CHARGE_OUT_OF_RANGE,
     NO_PRECURSOR,
     BAD_PEPTIDE,
+    MASS_MISMATCH,
     TOO_FEW_PEAKS,
 )
 
@@ -69,6 +78,9 @@ class PreprocessConfig:
     normalize: bool = True  # scale intensities so that the highest is 1 (not unit L2 norm)
     strict: bool = False  # refuse a file with an unusable spectrum instead of skipping it
     max_charge: int = 10  # precursor charges 1..max_charge are usable
+    # (residue, modification) pairs written implicitly by the file, e.g. (("C", "Carbamidomethyl"),)
+    fixed_mods: tuple[tuple[str, str], ...] = ()
+    precursor_tol_ppm: float = PRECURSOR_TOL_PPM  # SEQ against the precursor mass; 0 skips the check
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_mz < self.max_mz:
@@ -83,6 +95,9 @@ class PreprocessConfig:
             raise ValueError(f"min_peaks must be in 0..top_k={self.top_k}, got {self.min_peaks}")
         if self.max_charge < 1:
             raise ValueError(f"max_charge must be >= 1, got {self.max_charge}")
+        if not self.precursor_tol_ppm >= 0:
+            raise ValueError(f"precursor_tol_ppm must be >= 0 (0 disables), got {self.precursor_tol_ppm}")
+        fixed_mod_tokens(dict(self.fixed_mods))  # ValueError names a bad residue or modification
 
 
 @dataclass
@@ -241,6 +256,7 @@ class MgfDataset(Dataset):
         if not self.paths:
             raise ValueError("no MGF paths given; pass one path or a list of paths")
         self.config = preprocess if preprocess is not None else PreprocessConfig()
+        self._fixed = fixed_mod_tokens(dict(self.config.fixed_mods))
         self.skipped: Counter[str] = Counter()
         self._blocks: list[tuple[np.ndarray, np.ndarray]] = []
         self._readers: list[_PositionalIndexedMGF | None] = []
@@ -281,6 +297,10 @@ class MgfDataset(Dataset):
                 logger.warning(
                     "%s: %d of %d spectra usable; skipped %s", path, kept, starts.size, dict(skipped)
                 )
+            if skipped[MASS_MISMATCH]:
+                logger.warning("%s: %d annotations disagree with their precursor mass; if the file writes "
+                               "fixed modifications implicitly, set data.fixed_mods (e.g. {C: Carbamidomethyl})",
+                               path, skipped[MASS_MISMATCH])
             else:
                 logger.info("%s: all %d spectra usable", path, kept)
         self._file = np.asarray(files, dtype=np.int32)  # (S,)
@@ -321,6 +341,12 @@ class MgfDataset(Dataset):
                 tokens = parse_peptide(seq)
             except ValueError as err:
                 return None, BAD_PEPTIDE, f"SEQ={seq}: {err}"
+            tokens = apply_fixed_mods(tokens, self._fixed)
+            if cfg.precursor_tol_ppm > 0:
+                ppm = precursor_error_ppm(tokens, precursor, charge)
+                if not ppm <= cfg.precursor_tol_ppm:
+                    return None, MASS_MISMATCH, mismatch_message(seq, tokens, precursor, charge, ppm,
+                                                                 cfg.precursor_tol_ppm)
             peptide = "".join(tokens)
             length = sum(token != NTERM_ACETYL for token in tokens)
         kept = min(int(_kept_peaks(mz, intensity, precursor, charge, cfg).sum()), cfg.top_k)

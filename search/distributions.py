@@ -38,6 +38,8 @@ def _number(value: Any, file: object, key: str, integer: bool) -> float | int:
         raise InputError(file, key, f"expected a number, got {value!r}")
     try:
         number = float(value)  # YAML reads 1e-3 (no dot) as a string
+    except OverflowError:  # an integer beyond any float
+        number = math.inf
     except ValueError:
         raise InputError(file, key, f"expected a number, got {value!r}") from None
     if not math.isfinite(number):

@@ -36,8 +36,12 @@ def write_json(path: Path, data: Any) -> None:
     """Write atomically, so a reader (the report, mid-search) never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
+        os.replace(tmp, path)
+    except OSError:  # a full disk: the previous file stays whole, and no half-written one is left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def search_meta(space: Space, name: str, status: str, started: str, finished: str | None = None) -> dict[str, Any]:

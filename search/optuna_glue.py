@@ -12,7 +12,9 @@ value at the step they were stopped as their last intermediate value.
 
 Optuna sees one trial per configuration: its replicates (training seeds) share the suggestion and are
 told back together, as the mean of the metric, once all have finished (PRUNED if any was stopped early
-or diverged, FAIL if all errored).
+or diverged, FAIL if all errored). Its intermediate values are the mean over the replicates at each
+step, told at the same time; for a PRUNED configuration they end at the step where its first replicate
+was stopped, so Optuna learns the value that stopped it, whichever seed that was.
 
 Missing means worst: a metric that does not exist (NaN, ``names.MISSING``, absent; steps to 90% never
 reached) is never reported as an intermediate value, and a finished configuration whose metric is
@@ -140,6 +142,7 @@ class CurriculumSearcher(Searcher):
         self.searched = 0
         self.trial_config: dict[str, tuple[int, int]] = {}  # Ray trial id -> (config id, replicate)
         self.outcomes: dict[int, dict[int, tuple[str, dict | None]]] = {}  # config id -> replicate -> outcome
+        self.curves: dict[int, dict[int, dict[int, float]]] = {}  # config id -> replicate -> step -> metric
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return not config  # metric and mode are the space's; a param_space is never passed
@@ -171,14 +174,18 @@ class CurriculumSearcher(Searcher):
         return config_id >= len(self.space.named.curricula) and self.inner is not None
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """Keep the metric per step; Optuna hears the replicates' mean curve when the configuration ends."""
         config_id, replicate = self.trial_config.get(trial_id, (-1, -1))
-        if replicate == 0 and self._is_searched(config_id):
-            self.inner.on_trial_result(_key(config_id), result)
+        value = metric_value(result, self.metric)
+        if self._is_searched(config_id) and value is not None and names.STEP in result:
+            self.curves.setdefault(config_id, {}).setdefault(replicate, {})[int(result[names.STEP])] = value
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id not in self.trial_config:
             return
         config_id, replicate = self.trial_config[trial_id]
+        if result and not error:  # a result that stopped the trial reaches the searcher only here
+            self.on_trial_result(trial_id, result)
         if error or not result:
             outcome = ERROR
         elif trial_id in self.stop_log:
@@ -189,6 +196,8 @@ class CurriculumSearcher(Searcher):
             outcome = COMPLETE
         done = self.outcomes.setdefault(config_id, {})
         kept = {k: result[k] for k in (self.metric, names.STEP) if k in result} if result else None
+        if outcome == PRUNED and kept is not None:
+            kept[names.STEP] = self.stop_log.step(trial_id)  # where ASHA judged it, not a later report
         done[replicate] = (outcome, kept)  # only what Optuna is told: the searcher state stays small
         if self._is_searched(config_id) and len(done) == len(self.space.seeds):
             self._tell(config_id, done)
@@ -200,9 +209,20 @@ class CurriculumSearcher(Searcher):
             self.inner.on_trial_complete(key, None, error=True)
             return
         results = [r for k, r in done.values() if k != ERROR]
-        if any(k in (PRUNED, DIVERGED) for k in kinds):
-            stopped = [r for _, (k, r) in sorted(done.items()) if k in (PRUNED, DIVERGED)]
-            self.inner.on_trial_complete(key, stopped[0], pruned=True)
+        live = [r for r, (k, _) in done.items() if k != ERROR]
+        curves = self.curves.pop(config_id, {})
+        stops = [int(r.get(names.STEP, 0)) for k, r in done.values() if k in (PRUNED, DIVERGED)]
+        end = min(stops) if stops else None
+        for step in sorted({s for r in live for s in curves.get(r, {})}):
+            if end is not None and step > end:
+                break
+            values = [curves.get(r, {}).get(step) for r in live]
+            if None not in values:  # a step where a seed has no value is no step of the mean curve
+                self.inner.on_trial_result(key, {self.metric: sum(values) / len(values), names.STEP: step})
+        if end is not None:
+            at_end = [v for r in live if (v := curves.get(r, {}).get(end)) is not None]
+            value = sum(at_end) / len(at_end) if at_end else names.MISSING
+            self.inner.on_trial_complete(key, {self.metric: value, names.STEP: end}, pruned=True)
             return
         values = [metric_value(r, self.metric) for r in results]
         # One replicate without the metric makes the configuration's value missing: worst, never -1.

@@ -25,6 +25,7 @@ from typing import Any
 from model.errors import InputError, OneLineParser, exit_on_input_error
 
 from .space import Space, load_space
+from .storage import StorageGuard, check_writable, storage_error
 
 log = logging.getLogger("search")
 REPO = Path(__file__).resolve().parent.parent
@@ -41,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scale", type=float, default=1.0, help="multiply every step count in the space by this")
     p.add_argument("--smoke", action="store_true", help="shrink the space to seconds: tiny model, few steps, 2+2 trials")
     p.add_argument("--resume", action="store_true", help="continue the experiment <storage>/<name> after a crash")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to run on, host:port (default: RAY_ADDRESS; without either, a new local Ray)")
     p.add_argument("--max-concurrent", type=int, default=None, help="override searcher.max_concurrent")
     p.add_argument("--wandb-mode", choices=("offline", "online", "disabled"), default=None,
                    help="override the space's wandb.mode")
@@ -140,7 +143,7 @@ def build_tuner(space: Space, name: str, storage: str, exp_dir: Path, *, resume:
         scheduler = SettleASHA(metric=space.metric, mode=space.mode, max_t=sc.max_t, grace_period=sc.grace_period,
                                reduction_factor=sc.reduction_factor, brackets=sc.brackets,
                                settle_steps=sc.settle_steps, stop_log=stop_log, stop_at_max_t=False,
-                               request_stop=write_stop_file)
+                               request_stop=write_stop_file, persist=True)
     else:
         scheduler = tune.schedulers.FIFOScheduler()
     searcher = build_searcher(space, name, stop_log)
@@ -148,7 +151,7 @@ def build_tuner(space: Space, name: str, storage: str, exp_dir: Path, *, resume:
         name=name,
         storage_path=storage,
         # Ray's own JSON (params.json, result.json) and CSV loggers; not TensorBoard (W&B does that job).
-        callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), TrialIndex(exp_dir, stop_log)],
+        callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), TrialIndex(exp_dir, stop_log), StorageGuard(exp_dir)],
         progress_reporter=LiveView(space.metric, space.mode, stop_log, interval_s=live_interval),
         verbose=1,
         failure_config=tune.FailureConfig(max_failures=space.failure.max_failures),
@@ -164,16 +167,44 @@ def build_tuner(space: Space, name: str, storage: str, exp_dir: Path, *, resume:
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
 
 
+<<<<<<< HEAD
 def init_ray(space: Space) -> None:
     address = os.environ.get("RAY_ADDRESS")
     if not address or (Path.home() / ".ray" / "auth_token").is_file():
         # Said before Ray loads, which reads it once. An embedded local Ray left to choose turns token auth
         # on itself and warns on every run; a head node started once a token exists uses token auth, and
         # its clients must too (DESIGN 5).
+=======
+def check_address(address: str, where: str, timeout_s: float = 10.0) -> None:
+    """InputError unless something answers at the cluster's host:port; a dead head fails fast here, not
+    after minutes of Ray's own retries."""
+    import socket
+
+    host, _, port = address.split("://")[-1].rpartition(":")
+    if not port.isdigit():
+        raise InputError(where, address, "expected host:port of a Ray head node, e.g. 127.0.0.1:6379")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise InputError(where, address, f"no Ray cluster answers there ({err.strerror or err}); start it "
+                         "(ray start --head) or give another address, or leave RAY_ADDRESS and --address "
+                         "unset to run on a new local Ray") from None
+
+
+def init_ray(space: Space, address: str | None = None) -> None:
+    """Join the cluster at ``address`` (or RAY_ADDRESS), else start a local Ray of our own: never the last
+    cluster that Ray's temp dir remembers, which may be dead (its retries hang for minutes) or another's."""
+    where = "--address" if address else "RAY_ADDRESS"
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address and address != "auto":
+        check_address(address, where)
+    if address and (Path.home() / ".ray" / "auth_token").is_file():
+        # A head node started once a token exists uses token auth; its clients must too (DESIGN 5).
+>>>>>>> faults
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
 
-    ray.init(address=address or None, include_dashboard=False if not address else None, log_to_driver=False,
+    ray.init(address=address or "local", include_dashboard=False if not address else None, log_to_driver=False,
              logging_level=logging.WARNING, configure_logging=True)
     if address:  # a cluster: its GPUs count, not the driver's
         check_gpus(space, ray.cluster_resources().get("GPU", 0.0), f"the Ray cluster at {address}")
@@ -226,13 +257,20 @@ def set_aside_lost_trials(exp_dir: Path, trials: dict[str, dict]) -> list[str]:
     for d in lost:
         target = exp_dir / ".lost" / d.name
         target.parent.mkdir(exist_ok=True)
-        d.rename(target)
+        if target.exists():  # set aside by an earlier --resume; Ray's driver staging copy synced it back
+            import shutil
+
+            shutil.copytree(d, target, dirs_exist_ok=True)
+            shutil.rmtree(d)
+        else:
+            d.rename(target)
         log.info("trial directory %s was lost with the killed driver and run again; moved to %s", d.name, target)
     return [d.name for d in lost]
 
 
 @exit_on_input_error
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, trainable: Any = None) -> int:
+    """The command; ``trainable`` replaces the real trainer (the fault tests' scripted trials)."""
     args = parse_args(argv)
     setup_logging()
     t0 = time.time()
@@ -240,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or space.name
     storage = resolve_storage(args.storage)
     exp_dir = check_experiment(storage, name, args.resume)
-    if not os.environ.get("RAY_ADDRESS"):
+    check_writable(storage)
+    if not (args.address or os.environ.get("RAY_ADDRESS")):
         check_gpus(space, local_gpus(), "this machine")
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # our LiveView instead of Ray's default output
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # the loggers are chosen in build_tuner
@@ -248,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "10")  # a stopped trial's thread may finish W&B
     # Snapshot the experiment (trials, searcher) every 2 s rather than 10: less is lost when the driver dies.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-    init_ray(space)
+    init_ray(space, args.address)
 
     import json
 
@@ -267,12 +306,24 @@ def main(argv: list[str] | None = None) -> int:
     log.info("search %s: %d trials (%s), %s to %s steps, searcher %s; %s", name, meta["num_trials"],
              f"{len(meta['named'])} named + {meta['num_samples']} searched, x {meta['replicates']} seeds",
              meta["scheduler"], meta["max_t"], meta["searcher"], "resuming" if args.resume else f"results in {exp_dir}")
-    tuner = build_tuner(space, name, storage, exp_dir, resume=args.resume, live_interval=args.live_interval)
+    tuner = build_tuner(space, name, storage, exp_dir, resume=args.resume, live_interval=args.live_interval,
+                        trainable=trainable)
+    failure = None
     try:
         tuner.fit()
     except KeyboardInterrupt:
         log.info("interrupted")
-    outcome = finish(exp_dir, meta, not args.no_report)
+    except Exception as err:  # a full disk fails Ray in many places: one line for it, a traceback for the rest
+        if (failure := storage_error(exp_dir, err)) is None:
+            raise
+    failure = failure or storage_error(exp_dir)
+    try:
+        outcome = finish(exp_dir, meta, not args.no_report and failure is None)
+    except OSError as err:
+        if (failure := failure or storage_error(exp_dir, err)) is None:
+            raise
+    if failure is not None:
+        raise failure
     log.info("wall time %.1f s", time.time() - t0)
     return 0 if outcome["status"] == "finished" else 1
 

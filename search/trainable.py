@@ -1,8 +1,9 @@
 """The Ray Tune function trainable: one trial runs the real trainer on its configuration.
 
-It reports every evaluation row (every ``model.names`` metric, all finite, plus ``search/diverged``) with
-the trainer's checkpoint directory, so Ray keeps the checkpoint and a restarted trial (after a failure,
-or after ``--resume`` of a killed search) continues from it exactly: ``last.pt`` holds the model,
+It reports every evaluation row (every ``model.names`` metric, all finite, plus ``search/diverged``), and
+with a row the checkpoint the trainer wrote at that evaluation (``last.pt`` and its step; none where
+``train.checkpoint_interval`` skipped it), so Ray keeps it and a restarted trial (after a failure, or
+after ``--resume`` of a killed search) continues from it exactly: ``last.pt`` holds the model,
 optimizer, RNG, data stream, gate state, counters and metric history.
 
 The trainer writes into the trial's directory under the experiment (``metrics.csv``, ``summary.json``,
@@ -11,9 +12,12 @@ The trainer writes into the trial's directory under the experiment (``metrics.cs
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import json
 import logging
 import math
+import os
 import shutil
 import sys
 import time
@@ -23,10 +27,11 @@ from typing import Any
 from ray import tune
 
 from model import names
+from model.checkpoint import previous_path
 from model.config import load_config
 from model.curriculum import curriculum_from_dict
 
-from .scheduler import STOP_FILE
+from .scheduler import stop_requested
 from .trials import DIVERGED_KEY, REPORT_S_KEY
 
 log = logging.getLogger(__name__)
@@ -62,15 +67,16 @@ def run_trial(config: dict[str, Any]) -> None:
     cfg = load_config(config["trainer"]["preset"], trial_overrides(config, out_dir))
     curriculum = curriculum_from_dict(config["curriculum"], "params.json", default_name=config["family"])
 
-    resume = False
+    resume, start = False, 0
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt:
-            target = out_dir / "checkpoints"
-            target.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(Path(ckpt) / "last.pt", target / "last.pt")
-        resume = True
-        log.info("trial %s: restoring from %s", context.get_trial_id(), checkpoint.path)
+            resume, start = restore_checkpoint(Path(ckpt), out_dir / "checkpoints")
+        log.info("trial %s: restoring from %s at step %d", context.get_trial_id(), checkpoint.path, start)
+        if resume and stop_requested(out_dir, start):  # stopped by ASHA at this step before the driver died
+            log.info("trial %s: stopped at step %d already; not training on", context.get_trial_id(), start)
+            return
+    reporter = CheckpointReporter(out_dir / "checkpoints", out_dir / ".checkpoint_staging")
 
     limit = cfg.train.max_nonfinite_streak
 
@@ -79,14 +85,15 @@ def run_trial(config: dict[str, Any]) -> None:
     in_report = [0.0]  # seconds inside tune.report so far: Ray's share of the trial (benchmarks/)
 
     def on_eval(row: dict[str, float], checkpoint_dir: Path) -> bool:
-        start = time.perf_counter()
-        tune.report({**reportable(row, limit), REPORT_S_KEY: round(in_report[0], 3)},
-                    checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
-        in_report[0] += time.perf_counter() - start
+        t0 = time.perf_counter()
+        step = int(row[names.STEP])
+        with reporter.new_checkpoint(step) as written:
+            tune.report({**reportable(row, limit), REPORT_S_KEY: round(in_report[0], 3)},
+                        checkpoint=tune.Checkpoint.from_directory(str(written)) if written else None)
+        in_report[0] += time.perf_counter() - t0
         # The trial ends itself at max_t, or when the scheduler asks (a STOP file), so that the trainer
         # writes its summary and closes its W&B run instead of dying inside tune.report.
-        step = row[names.STEP]
-        return (max_t <= step < cfg.optim.max_steps) or (out_dir / STOP_FILE).is_file()
+        return (max_t <= step < cfg.optim.max_steps) or stop_requested(out_dir, step)
 
     run_name = f"{context.get_trial_id()} {config['label']} s{config['seed']}"
     try:
@@ -109,6 +116,66 @@ def run_trial(config: dict[str, Any]) -> None:
             tune.report(reportable(last, limit))
     # Nothing returned: Ray would log a returned dict as one more result row (the summary is in
     # summary.json).
+
+
+STEP_FILE = "step.json"  # beside last.pt in a checkpoint handed to Ray: the step it was written at
+
+
+def restore_checkpoint(ckpt: Path, target: Path) -> tuple[bool, int]:
+    """Copy Ray's checkpoint into the trainer's directory: (whether there is one to resume, its step)."""
+    if not (ckpt / "last.pt").is_file():  # a checkpoint reported before any was written (older versions)
+        log.warning("checkpoint %s holds no last.pt; the trial starts from step 0", ckpt)
+        return False, 0
+    target.mkdir(parents=True, exist_ok=True)
+    previous_path(target / "last.pt").unlink(missing_ok=True)  # may be ahead of Ray's: never fall back to it
+    shutil.copy2(ckpt / "last.pt", target / "last.pt")
+    try:
+        return True, int(json.loads((ckpt / STEP_FILE).read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return True, 0  # unknown: the trainer knows; a stopped trial then ends at its next evaluation
+
+
+class CheckpointReporter:
+    """Hands Ray the trainer's ``last.pt`` only when it was written since the last report.
+
+    The trainer checkpoints every ``train.checkpoint_interval`` steps, evaluates every ``eval_interval``;
+    reporting its directory at every evaluation would hand Ray a stale checkpoint as a new one, or an
+    empty directory before the first (a trial restored from that has nothing to load). A new file is a
+    new (inode, mtime, size): ``save_checkpoint`` renames a fresh file over ``last.pt``. The checkpoint
+    is staged as a hard link with its step beside it, so Ray copies ``last.pt`` alone, not the previous
+    one the trainer keeps.
+    """
+
+    def __init__(self, ckpt_dir: Path, staging: Path) -> None:
+        self.ckpt_dir, self.staging = ckpt_dir, staging
+        self.reported = self._signature()  # a restored last.pt is Ray's already
+
+    def _signature(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.ckpt_dir / "last.pt")
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    @contextlib.contextmanager
+    def new_checkpoint(self, step: int):
+        """Yields the staged checkpoint directory, or None when the trainer wrote none at this evaluation."""
+        signature = self._signature()
+        if signature is None or signature == self.reported:
+            yield None
+            return
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging.mkdir(parents=True)
+        try:
+            os.link(self.ckpt_dir / "last.pt", self.staging / "last.pt")
+        except OSError:
+            shutil.copy2(self.ckpt_dir / "last.pt", self.staging / "last.pt")
+        (self.staging / STEP_FILE).write_text(json.dumps({"step": int(step)}) + "\n")
+        try:
+            yield self.staging
+            self.reported = signature
+        finally:
+            shutil.rmtree(self.staging, ignore_errors=True)
 
 
 # Every numeric metric name in model.names: each row reports all of them (absent ones, such as decoded
@@ -172,6 +239,7 @@ def _drop_own_checkpoint(out_dir: Path) -> None:
     """Ray keeps the trial's checkpoints (checkpoint_NNNNNN/last.pt); the trainer's working copy is a
     duplicate once the trial has ended. At the base preset's size that halves the disk a search needs."""
     (out_dir / "checkpoints" / "last.pt").unlink(missing_ok=True)
+    previous_path(out_dir / "checkpoints" / "last.pt").unlink(missing_ok=True)
 
 
 def _finish_wandb(status: str) -> None:

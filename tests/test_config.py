@@ -46,7 +46,7 @@ def _dotted_items(data: dict, prefix: str = "") -> dict[str, object]:
     """Every leaf of a nested mapping by its dotted key (``{"optim.lr": 0.001, ...}``)."""
     out: dict[str, object] = {}
     for key, value in data.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:  # an empty mapping (data.fixed_mods: {}) is a leaf
             out.update(_dotted_items(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value

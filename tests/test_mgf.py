@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from torch.utils.data import DataLoader
 
-from model.chem import fragment_mz, parse_peptide, precursor_mz
+from model.chem import C13_DELTA, fragment_mz, parse_peptide, precursor_mz
 from model.errors import InputError
 from model.mgf import (
     BAD_PEPTIDE,
     CHARGE_OUT_OF_RANGE,
+    MASS_MISMATCH,
     NO_CHARGE,
     NO_PRECURSOR,
     SEVERAL_CHARGES,
@@ -204,7 +205,8 @@ def _broken_file(tmp_path: Path, rng: np.random.Generator) -> tuple[Path, list[i
     """Good spectra at positions 0, 2, 4, ...; every broken case once in between. Returns the good positions."""
     broken = [_good(rng, **fields) for fields in BROKEN.values()]
     broken.append(
-        _block({"PEPMASS": "500.0", "CHARGE": "2+", "SEQ": "PEPTIDEK"}, np.array([300.0, 400.0]), np.ones(2))
+        _block({"PEPMASS": f"{precursor_mz('PEPTIDEK', 2):.6f}", "CHARGE": "2+", "SEQ": "PEPTIDEK"},
+               np.array([300.0, 400.0]), np.ones(2))
     )
     broken.append(_good(rng, CHARGE="0"))  # some writers' "unknown"
     broken.append(_good(rng, SEQ="PEPXIDEK"))
@@ -406,3 +408,78 @@ def test_random_access_pickle_and_workers_agree() -> None:
         for a, b in zip(forward, through_workers):
             np.testing.assert_array_equal(a.mz, b.mz)
             np.testing.assert_array_equal(a.intensity, b.intensity)
+
+
+# --- annotations against the precursor: fixed modifications written implicitly -------------------------------
+
+CAM = "C[Carbamidomethyl]"
+
+
+def _implicit_cam_file(tmp_path: Path, rng: np.random.Generator) -> Path:
+    """Three spectra of cysteine peptides whose PEPMASS includes carbamidomethyl but whose SEQ writes plain C,
+    and one without cysteine."""
+    blocks = [_good(rng, peptide=p.replace("C", CAM), SEQ=p) for p in ("PEPCTIDEK", "ACDCK", "LCAR")]
+    blocks.append(_good(rng, peptide="PEPTIDEK"))
+    return _write(tmp_path / "implicit.mgf", *blocks)
+
+
+def test_seq_that_disagrees_with_the_precursor_is_skipped_counted_and_logged(tmp_path, caplog) -> None:
+    path = _implicit_cam_file(tmp_path, np.random.default_rng(11))
+    with caplog.at_level("WARNING", logger="model.mgf"), MgfDataset(path) as dataset:
+        assert dataset.skipped == {MASS_MISMATCH: 3}
+        assert dataset.peptides == ["PEPTIDEK"]
+    assert "3 annotations disagree with their precursor mass" in caplog.text and "data.fixed_mods" in caplog.text
+
+
+def test_strict_mode_refuses_a_file_whose_seq_disagrees(tmp_path) -> None:
+    path = _implicit_cam_file(tmp_path, np.random.default_rng(12))
+    with pytest.raises(InputError) as caught:
+        MgfDataset(path, PreprocessConfig(strict=True))
+    assert caught.value.key == "spectrum 0"
+    assert "SEQ=PEPCTIDEK weighs" in caught.value.message and "data.fixed_mods" in caught.value.message
+
+
+@pytest.mark.parametrize("written", ["Carbamidomethyl", "UNIMOD:4", "+57.021", "[Carbamidomethyl]"])
+def test_fixed_mods_make_implicit_modifications_explicit(tmp_path, written) -> None:
+    path = _implicit_cam_file(tmp_path, np.random.default_rng(13))
+    with MgfDataset(path, PreprocessConfig(fixed_mods=(("C", written),), strict=True)) as dataset:
+        assert not dataset.skipped
+        assert dataset.peptides == ["PEP" + CAM + "TIDEK", "A" + CAM + "D" + CAM + "K", "L" + CAM + "AR", "PEPTIDEK"]
+
+
+def test_an_explicit_modification_is_not_modified_twice(tmp_path) -> None:
+    rng = np.random.default_rng(14)
+    path = _write(tmp_path / "explicit.mgf", _good(rng, peptide="PEPC[Carbamidomethyl]K", SEQ="PEPC+57.021K"))
+    with MgfDataset(path, PreprocessConfig(fixed_mods=(("C", "Carbamidomethyl"),), strict=True)) as dataset:
+        assert dataset.peptides == ["PEP" + CAM + "K"]
+
+
+@pytest.mark.parametrize(("isotopes", "kept"), [(0, True), (1, True), (2, False)])
+def test_precursor_picked_at_an_isotope_peak(tmp_path, isotopes, kept) -> None:
+    rng = np.random.default_rng(15)
+    mz = precursor_mz("PEPTIDEK", 2) + isotopes * C13_DELTA / 2
+    path = _write(tmp_path / "iso.mgf", _good(rng, PEPMASS=f"{mz:.6f}"))
+    with MgfDataset(path) as dataset:
+        assert (len(dataset) == 1) == kept
+
+
+@pytest.mark.parametrize(("fixed", "named"), [({"X": "Carbamidomethyl"}, "'X' is not a residue"),
+                                              ({"C": "Oxidation"}, "cannot sit on C"),
+                                              ({"C": "Foo"}, "unknown modification"),
+                                              ({"C": 57}, "expected a string"),
+                                              ("C", "expected a mapping")])
+def test_config_fixed_mods_are_checked(fixed, named) -> None:
+    from model.config import load_config
+
+    with pytest.raises(InputError, match="data.fixed_mods") as caught:
+        load_config("tiny", {"data.fixed_mods": fixed})
+    assert named in str(caught.value)
+
+
+def test_config_fixed_mods_reach_the_reader(tmp_path) -> None:
+    from model.config import load_config
+    from model.data import open_mgf
+
+    path = _implicit_cam_file(tmp_path, np.random.default_rng(16))
+    cfg = load_config("tiny", {"data.fixed_mods": {"C": "Carbamidomethyl"}, "data.preprocess.strict": True})
+    assert open_mgf([str(path)], cfg, "data.train_files").peptides[0] == "PEP" + CAM + "TIDEK"

@@ -154,4 +154,39 @@ def test_missing_metric_is_told_worst_never_best(tmp_path):
         assert names.MISSING not in ot.intermediate_values.values()
         assert all(math.isfinite(v) for v in ot.intermediate_values.values())
     assert by_config[3].intermediate_values == {}
-    assert by_config[0].intermediate_values == {40: 30.0}  # the first seed's rows reach Optuna
+    assert by_config[0].intermediate_values == {40: 35.0}  # the mean over both seeds, step by step
+
+
+# Replicates: the seed that ASHA stops need not be the first. Config 0's seed 0 runs to 40 and improves;
+# seed 1 is stopped at step 20. Optuna must learn the configuration's value where it was stopped (the mean
+# over both seeds at step 20), not seed 0's later, better value.
+REPLICATE_CURVES = {0: {10: 0.30, 20: 0.50, 30: 0.80, 40: 0.90}, 1: {10: 0.20, 20: 0.30}}
+
+
+def test_a_stopped_replicate_other_than_the_first_prunes_at_its_own_step(tmp_path):
+    from search.optuna_glue import build_searcher
+    from search.scheduler import StopLog
+
+    space = {**MIN_SPACE, "metric": names.VAL_RESIDUE_ACCURACY, "mode": "max",
+             "searcher": {**MIN_SPACE["searcher"], "num_samples": 1}}
+    path = tmp_path / "replicates.yaml"
+    path.write_text(yaml.safe_dump(space))
+    stop_log = StopLog()
+    limiter = build_searcher(load_space(path), "replicates", stop_log)
+    ids = {}
+    for i in range(2):
+        config = limiter.suggest(f"t{i}")
+        ids[config["replicate"]] = f"t{i}"
+    for replicate in (1, 0):  # seed 1 stops first; seed 0 finishes later
+        tid, curve = ids[replicate], REPLICATE_CURVES[replicate]
+        for step, value in curve.items():
+            limiter.on_trial_result(tid, {names.STEP: step, names.VAL_RESIDUE_ACCURACY: value})
+        last = max(curve)
+        if replicate == 1:
+            stop_log.record(tid, last)
+        limiter.on_trial_complete(tid, {names.STEP: last, names.VAL_RESIDUE_ACCURACY: curve[last]})
+    (ot,) = limiter.searcher.inner.study.trials
+    assert ot.state == optuna.trial.TrialState.PRUNED
+    assert ot.intermediate_values == {10: pytest.approx(0.25), 20: pytest.approx(0.40)}
+    assert max(ot.intermediate_values) == 20  # nothing after the stop reaches Optuna
+    assert ot.value == pytest.approx(0.40)  # a pruned trial's value: its last intermediate value
