@@ -167,14 +167,6 @@ def build_tuner(space: Space, name: str, storage: str, exp_dir: Path, *, resume:
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
 
 
-<<<<<<< HEAD
-def init_ray(space: Space) -> None:
-    address = os.environ.get("RAY_ADDRESS")
-    if not address or (Path.home() / ".ray" / "auth_token").is_file():
-        # Said before Ray loads, which reads it once. An embedded local Ray left to choose turns token auth
-        # on itself and warns on every run; a head node started once a token exists uses token auth, and
-        # its clients must too (DESIGN 5).
-=======
 def check_address(address: str, where: str, timeout_s: float = 10.0) -> None:
     """InputError unless something answers at the cluster's host:port; a dead head fails fast here, not
     after minutes of Ray's own retries."""
@@ -198,9 +190,10 @@ def init_ray(space: Space, address: str | None = None) -> None:
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address and address != "auto":
         check_address(address, where)
-    if address and (Path.home() / ".ray" / "auth_token").is_file():
-        # A head node started once a token exists uses token auth; its clients must too (DESIGN 5).
->>>>>>> faults
+    if not address or (Path.home() / ".ray" / "auth_token").is_file():
+        # Said before Ray loads, which reads it once. An embedded local Ray left to choose turns token auth
+        # on itself and warns on every run; a head node started once a token exists uses token auth, and
+        # its clients must too (DESIGN 5).
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
 
