@@ -53,7 +53,7 @@ def stranger_space(tmp_path: Path) -> dict:
         "name": "stranger",
         "trainer": {"command": COMMAND, "metrics": "log.jsonl", "steps": {"max_steps": 40, "eval_interval": 10},
                     "workdir": str(TESTS), "env": FAULTS, "metrics_timeout_s": 5, "stop_grace_s": 1,
-                    "metric_names": {"iter": "step", "acc": names.VAL_ACCURACY, "loss": names.TRAIN_LOSS}},
+                    "metric_names": {"iter": "step", "acc": names.VAL_RESIDUE_ACCURACY, "loss": names.TRAIN_LOSS}},
         "named": {"curricula": named},
         "searcher": {"num_samples": 0, "max_concurrent": 2},
         "scheduler": {"type": "asha", "max_t": 40, "grace_period": 20, "reduction_factor": 2},
@@ -229,8 +229,8 @@ def test_stranger_rows_are_renamed_and_its_reader_applied_the_curriculum(strange
             state = curriculum.at(row[names.STEP] - 1)  # the state of the last step trained
             assert (row["spec_w"], row["prec_w"], row["max_len"]) == (
                 state.spectrum_weight, state.precursor_weight, state.max_length)
-            assert 0 < row[names.VAL_ACCURACY] < 1 and row[names.TRAIN_LOSS] > 0 and "acc" not in row
-    good, poor = (rows(trials[n]["dir"])[1][names.VAL_ACCURACY] for n in ("good", "poor"))
+            assert 0 < row[names.VAL_RESIDUE_ACCURACY] < 1 and row[names.TRAIN_LOSS] > 0 and "acc" not in row
+    good, poor = (rows(trials[n]["dir"])[1][names.VAL_RESIDUE_ACCURACY] for n in ("good", "poor"))
     assert poor < good
 
 
