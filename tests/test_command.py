@@ -252,8 +252,8 @@ def test_stranger_faults_are_one_line_errors_and_nothing_hangs(stranger_search):
     assert not alive(int((silent["dir"] / "pid").read_text())) and len(attempts(silent)) == 1
 
 
-SMALL = {"data.batch_size": 16, "data.val_size": 32, "train.eval_interval": 10}
-SMALL_COMMAND = {"data.batch_size=32": "data.batch_size=16", "data.val_size=256": "data.val_size=32"}
+SMALL = {"train.eval_interval": 10}
+SMALL_COMMAND = {"data.val_size=256": "data.val_size=32"}
 TIMING = {names.ELAPSED_S, names.TRAIN_STEPS_PER_S, "search/report_s"}
 
 
@@ -274,7 +274,7 @@ def dogfood_pair():
             trainer = dataclasses.replace(trainer, command=dataclasses.replace(trainer.command, command=text,
                                                                               steps=steps))
         out.append(validate(dataclasses.replace(
-            space, trainer=trainer, named=dataclasses.replace(space.named, curricula=["revised"]),
+            space, trainer=trainer, validation=dataclasses.replace(space.validation, size=32), named=dataclasses.replace(space.named, curricula=["revised"]),
             scheduler=dataclasses.replace(space.scheduler, type="fifo"),
             wandb=dataclasses.replace(space.wandb, mode="disabled"))))
     return out

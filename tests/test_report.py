@@ -232,7 +232,7 @@ search:
   # Every loss NaN from step 0 (never learns: ASHA stops it at step 10) or from step 12 (a streak of
   # 15 NaN steps diverges it at step 27).
   train.debug_nonfinite_from_step: {dist: grid, values: [0, 12]}
-  spectrum.final_weight: {dist: grid, values: [0.0]}
+  optim.lr: {dist: grid, values: [0.001]}
 named:
   curricula: [revised, original]
   scale: 0.0004
