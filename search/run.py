@@ -190,11 +190,14 @@ def init_ray(space: Space, address: str | None = None) -> None:
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address and address != "auto":
         check_address(address, where)
-    if not address or (Path.home() / ".ray" / "auth_token").is_file():
-        # Said before Ray loads, which reads it once. An embedded local Ray left to choose turns token auth
-        # on itself and warns on every run; a head node started once a token exists uses token auth, and
-        # its clients must too (DESIGN 5).
+    # Said before Ray loads, which reads it once. A head node started once a token exists uses token auth,
+    # and its clients must too (DESIGN 5). An embedded local Ray of our own (address "local", so that a
+    # dead cluster remembered in Ray's temp dir is never joined) has no other client: left to choose, Ray
+    # warns about token auth on every run, and with token auth it fails to read its own cluster id.
+    if address and (Path.home() / ".ray" / "auth_token").is_file():
         os.environ.setdefault("RAY_AUTH_MODE", "token")
+    elif not address:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
     ray.init(address=address or "local", include_dashboard=False if not address else None, log_to_driver=False,

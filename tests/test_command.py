@@ -261,7 +261,7 @@ def dogfood_pair():
     """quickstart.yaml and quickstart_command.yaml at 20 steps: one named and one searched curriculum."""
     out = []
     for file in ("quickstart.yaml", "quickstart_command.yaml"):
-        space = load_space(SPACE_DIR / file, scale=20 / 300, num_samples=1)
+        space = load_space(SPACE_DIR / file, scale=20 / 400, num_samples=1)
         trainer = space.trainer
         if trainer.command is None:
             trainer = dataclasses.replace(trainer, overrides={**trainer.overrides, **SMALL})

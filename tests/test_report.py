@@ -227,12 +227,12 @@ trainer:
 curriculum:
   stages:
     - {name: all, steps: 30, min_length: 7, max_length: 10, noise_peaks: 0}
-  spectrum: {intro_step: 0, start_weight: 0.0, final_weight: 0.0}
+  spectrum: {intro_step: 25, start_weight: 0.0, final_weight: 0.0}
 search:
   # Every loss NaN from step 0 (never learns: ASHA stops it at step 10) or from step 12 (a streak of
   # 15 NaN steps diverges it at step 27).
   train.debug_nonfinite_from_step: {dist: grid, values: [0, 12]}
-  optim.lr: {dist: grid, values: [0.001]}
+  spectrum.final_weight: {dist: grid, values: [0.05]}
 named:
   curricula: [revised, original]
   scale: 0.0004
