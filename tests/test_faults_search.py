@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, tmpfs
 
 from search.layout import TRIALS_JSON
 
@@ -151,13 +151,8 @@ def test_driver_killed_three_times_resumes_to_the_uninterrupted_search(uninterru
 @pytest.fixture
 def small_disk(tmp_path):
     """A 3 MiB tmpfs (root only); unmounted at the end."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+    with tmpfs(tmp_path / "disk", "size=3m") as mount:
+        yield mount
 
 
 @pytest.mark.slow

@@ -7,8 +7,7 @@ import subprocess
 import sys
 import time
 
-import pytest
-from conftest import REPO
+from conftest import REPO, tmpfs
 
 
 def _search(storage: str) -> tuple[subprocess.CompletedProcess, float]:
@@ -19,15 +18,8 @@ def _search(storage: str) -> tuple[subprocess.CompletedProcess, float]:
 
 
 def test_read_only_storage_is_refused_before_ray_starts(tmp_path):
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mount)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "ro", "size=1m,ro") as mount:
         proc, elapsed = _search(str(mount / "results"))
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.splitlines() == [f"error: {mount / 'results'}: --storage: {mount} cannot be written to "
                                         "(read-only or no permission); give a --storage folder this user can write"]
